@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Creates everything the project needs on a fresh Debian/Ubuntu machine: Debian packages that
+# are missing (venv support, mosquitto, chromium), a virtualenv in .venv, the Python packages.
+# Safe to run again: it only installs what is missing. Usage: scripts/bootstrap.sh [--quiet]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+need_apt=()
+
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+if ! have_cmd "$PY"; then
+  echo "bootstrap: $PY not found; install Python 3.11 or newer (apt-get install python3)" >&2
+  exit 1
+fi
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+  echo "bootstrap: $("$PY" --version) is too old; Python 3.11 or newer is needed" >&2
+  exit 1
+fi
+"$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=("python3-venv")
+have_cmd mosquitto || [ -x /usr/sbin/mosquitto ] || need_apt+=("mosquitto")
+if [ "${BOOTSTRAP_BROWSER:-1}" = 1 ]; then
+  [ -x /usr/bin/chromium ] || need_apt+=("chromium")
+fi
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${need_apt[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian starts mosquitto as a system service on install; the project starts its own brokers.
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: installing Python packages into .venv"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  touch "$stamp"
+fi
