@@ -57,6 +57,8 @@ QUANTITIES = {
     "motion": (75, "", 1),
     "rssi": (96, "dBm", 1),
     "snr": (97, "dB", 0.1),
+    # appended for LoRa sensors that report their battery as a percentage (Milesight)
+    "battery_level": (76, "%", 1),
 }
 
 _BY_CODE = None

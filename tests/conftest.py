@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["hw_sim.pytest_plugin"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -2,6 +2,8 @@
 
 Every module-level function named test_* is called with no arguments. Prints one line per
 failure and, last, "N passed, M failed"; exits 1 if anything failed."""
+
+import gc
 import sys
 
 _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
@@ -19,6 +21,7 @@ def _run(module_name):
         fn = getattr(mod, name)
         if not callable(fn):
             continue
+        gc.collect()  # each test starts from a clean heap, as a board's task would
         try:
             fn()
             passed += 1
