@@ -34,7 +34,10 @@ def compiled_tree(tmp_path_factory) -> Path:
     """A copy of protocols/ and tests/portable/ with every module compiled to .mpy."""
     out = tmp_path_factory.mktemp("mpy")
     cross = _mpy_cross()
-    for src_dir, dst_dir in ((ROOT / "protocols", out / "protocols"), (PORTABLE, out / "tests/portable")):
+    for src_dir, dst_dir in (
+        (ROOT / "protocols", out / "protocols"),
+        (PORTABLE, out / "tests/portable"),
+    ):
         for path in src_dir.rglob("*"):
             if "__pycache__" in path.parts or path.is_dir():
                 continue
@@ -65,7 +68,9 @@ def _run(micropython_bin: str, heap: str, runner: Path, module: str) -> None:
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_compiled_module_passes_on_micropython_with_64k_heap(micropython_bin, compiled_tree, module):
+def test_compiled_module_passes_on_micropython_with_64k_heap(
+    micropython_bin, compiled_tree, module
+):
     _run(micropython_bin, "64K", compiled_tree / "tests/portable/mpy_runner.py", module)
 
 
