@@ -1,0 +1,269 @@
+"""The whole agent in-process with a real Mosquitto, the acknowledging fleet stand-in and hw_sim
+meters: readings equal the ground truth, a remote configuration is applied without a restart,
+a broken one is rolled back and reported, a forged one is rejected; edge status shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from edge.agent import Agent
+from edge.cli import main
+from edge.settings import settings_from_dict
+from edge.testing import Mosquitto
+from hw_sim.scenario import Building
+from protocols import codec, messages
+from protocols.quantities import channel_id
+from protocols.sign import make_envelope
+
+GW = "gw-test"
+KEY_HEX = "00112233445566778899aabbccddeeff"
+QUANTITIES = ["voltage_l1", "power_total", "energy_import"]
+
+
+def config(version: int, port: str, units: list[int], **extra: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "version": version,
+        "gateway": GW,
+        "buses": [
+            {
+                "type": "rtu",
+                "id": "b1",
+                "port": port,
+                "baud": 19200,
+                "parity": "N",
+                "timeout_ms": 100,
+                "retries": 0,
+            }
+        ],  # fmt: skip
+        "meters": [
+            {
+                "id": u,
+                "name": f"m{u}",
+                "bus": "b1",
+                "unit": u,
+                "profile": "sdm630",
+                "interval_s": 1,
+                "quantities": QUANTITIES,
+            }  # fmt: skip
+            for u in units
+        ],
+        "uplink": {"batch_interval_s": 1},
+        "rollback": {"contact_timeout_s": 60, "all_polls_failing_s": 60},
+    }
+    d.update(extra)
+    return d
+
+
+def _truth_values(b: Building, device: int) -> dict[int, list[float]]:
+    out: dict[int, list[float]] = {}
+    for r in b.truth.values(f"m{device}"):
+        if r["quantity"] in QUANTITIES:
+            out.setdefault(channel_id(device, r["quantity"]), []).append(r["value"])
+    return out
+
+
+def _quantised(values: dict[int, list[float]]) -> dict[int, list[Any]]:
+    out = {}
+    for ch, vs in values.items():
+        m, e = codec.parse_resolution(
+            {1: 0.1, 14: 1, 28: 1}[ch & 0xFF]  # voltage_l1, power_total, energy_import
+        )
+        out[ch] = [codec.dequantise(codec.quantise(v, m, e), m, e) for v in vs]
+    return out
+
+
+class Reported:
+    """Collects config/reported messages of the gateway."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    async def run(self, port: int) -> None:
+        async with aiomqtt.Client("127.0.0.1", port, identifier="test-reported") as c:
+            await c.subscribe(messages.topic(GW, "config/reported"), qos=1)
+            async for msg in c.messages:
+                self.items.append(messages.decode_reported(bytes(msg.payload)))  # type: ignore[arg-type]
+
+    async def wait(self, pred: Any, timeout_s: float) -> dict[str, Any]:
+        for _ in range(int(timeout_s * 10)):
+            for r in self.items:
+                if pred(r):
+                    return r
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no such report within {timeout_s} s; got {self.items}")
+
+
+async def publish_desired(port: int, payload: bytes) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="test-fleet-config") as c:
+        await c.publish(messages.topic(GW, "config/desired"), payload, qos=1, retain=True)
+
+
+def signed(doc: dict[str, Any], key_hex: str = KEY_HEX) -> bytes:
+    return make_envelope(json.dumps(doc), bytes.fromhex(key_hex)).encode()
+
+
+@pytest.mark.timeout(120)
+def test_agent_end_to_end_with_remote_config_and_rollback(
+    tmp_path: Path, mosquitto: Mosquitto, fleet_receiver: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    meters = [{"name": f"m{u}", "profile": "sdm630", "unit": u} for u in (1, 2)]
+    with Building({"bus": [{"name": "b1", "baud": 19200, "parity": "N", "meter": meters}]}) as b:
+        port = b.bus().path
+        (tmp_path / "config.json").write_text(json.dumps(config(1, port, [1])))
+        settings = settings_from_dict(
+            {
+                "gateway": {"id": GW, "data_dir": "data", "initial_config": "config.json"},
+                "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "tls": False},
+                "signing": {"key": KEY_HEX},
+                "status": {"interval_s": 2},
+            },
+            tmp_path / "gateway.toml",
+        )
+        agent = Agent(settings, rollback_time_scale=0.05)  # rollback windows of 3 s
+
+        async def scenario() -> None:
+            reported = Reported()
+            rep_task = asyncio.create_task(reported.run(mosquitto.port))
+            async with fleet_receiver(mosquitto) as rx:
+                task = asyncio.create_task(agent.run())
+                try:
+                    # 1. the initial configuration polls meter 1
+                    assert await rx.wait_for(lambda: len(rx.readings(GW)) >= 9, 20)
+                    # 2. signed v2 adds meter 2: applied without a restart
+                    await publish_desired(mosquitto.port, signed(config(2, port, [1, 2])))
+                    r = await reported.wait(lambda r: r["version"] == 2, 10)
+                    assert r["status"] == "applied"
+                    dev2 = channel_id(2, "power_total")
+                    assert await rx.wait_for(
+                        lambda: any(c == dev2 for c, _t, _v in rx.readings(GW)), 10
+                    )
+                    assert len([s for s in rx.states if s["online"]]) == 1  # one birth: no restart
+                    assert await _until(
+                        lambda: agent.remote is not None and not agent.remote.trial, 10
+                    )
+                    # 3. v3 moves the meters to a port that does not exist: every poll fails,
+                    #    the agent returns to v2 and says why
+                    await publish_desired(
+                        mosquitto.port, signed(config(3, "/dev/ttyNOPE9", [1, 2]))
+                    )
+                    r = await reported.wait(
+                        lambda r: r["desired_version"] == 3 and r["status"] == "rolled_back", 15
+                    )
+                    assert r["version"] == 2 and "every poll failed" in r["reason"]
+                    assert agent.config is not None and agent.config["version"] == 2
+                    n = len(rx.readings(GW))
+                    assert await rx.wait_for(lambda: len(rx.readings(GW)) > n + 6, 10)
+                    # 4. a document signed with another key is rejected; v2 keeps running
+                    await publish_desired(mosquitto.port, signed(config(4, port, [1]), "ff" * 16))
+                    r = await reported.wait(lambda r: r["status"] == "rejected", 10)
+                    assert r["version"] == 2 and "signature" in r["reason"]
+                    assert await rx.wait_for(lambda: agent.store.depth == 0, 10)
+                finally:
+                    agent.stop()
+                    await asyncio.wait_for(task, 20)
+                    rep_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await rep_task
+                # every reading the fleet got is a value the meter served, each exactly once
+                got: dict[int, list[Any]] = {}
+                keys = set()
+                for ch, ts, v in rx.readings(GW):
+                    assert (ch, ts) not in keys
+                    keys.add((ch, ts))
+                    got.setdefault(ch, []).append(v)
+                truth = {**_quantised(_truth_values(b, 1)), **_quantised(_truth_values(b, 2))}
+                for ch, vs in got.items():
+                    assert vs == truth[ch][: len(vs)]
+                    assert len(truth[ch]) - len(vs) <= 1  # at most the poll in flight at stop
+
+        asyncio.run(scenario())
+
+    assert main(["status", "--data-dir", str(tmp_path / "data"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["buffer_depth"] == 0 and report["last_ack_seq"] is not None
+    assert report["config"]["version"] == 2 and report["config"]["rollbacks"] == 1
+    assert {m["id"] for m in report["meters"]} == {1, 2}
+    assert report["agent_running"] is False
+    assert main(["status", "--data-dir", str(tmp_path / "data")]) == 0
+    text = capsys.readouterr().out
+    assert "version 2" in text and "1 rollbacks" in text and "m2" in text
+
+
+async def _until(pred: Any, timeout_s: float) -> bool:
+    for _ in range(int(timeout_s * 10)):
+        if pred():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def test_lora_sensors_through_a_rak3172_in_lorawan_factory_mode() -> None:
+    from edge.lora import LoraReceiver
+
+    sensors = [
+        {"name": "s1", "kind": "room_climate", "format": "cayenne_lpp", "address": "A1B2C3D4",
+         "interval_s": 0.5, "faults": [{"kind": "duplicated", "rate": 0.3}, {"kind": "lost", "rate": 0.2}]},
+        {"name": "s2", "kind": "gas_meter", "format": "elsys", "address": "0000BEEF", "interval_s": 0.5},
+        {"name": "s3", "kind": "room_climate", "format": "elsys", "address": "DEAD0001", "interval_s": 0.5},
+    ]  # fmt: skip
+    radio = {"name": "r1", "network_mode": 1, "frequency_hz": 868100000, "spreading_factor": 9,
+             "sensor": sensors}  # fmt: skip
+    config = {"port": "", "frequency_hz": 868100000, "spreading_factor": 9, "bandwidth_khz": 125,
+              "coding_rate": 5, "preamble": 8, "tx_power_dbm": 14}  # fmt: skip
+    configured = [  # s3 is a neighbour's sensor: not ours
+        {"id": 40, "name": "room", "address": "a1b2c3d4", "format": "cayenne_lpp",
+         "quantities": ["temperature", "humidity", "co2", "rssi"]},
+        {"id": 41, "name": "gas", "address": "BEEF", "format": "elsys"},
+    ]  # fmt: skip
+    with Building({"radio": [radio]}) as b:
+        config["port"] = b.radio().path
+        got: list[tuple[int, int, Any]] = []
+
+        class Sink:
+            def append(self, readings: Any) -> None:
+                got.extend(readings)
+
+        rx = LoraReceiver(config, configured, Sink())
+
+        async def go() -> None:
+            task = asyncio.create_task(rx.run())
+            await asyncio.sleep(6)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        asyncio.run(go())
+        assert rx.module_error is None
+        truth = b.truth.values()
+        heard = [r["counter"] for r in truth if r["source"] == "s1"]
+        # faults while the module was still in LoRaWAN mode went unheard anyway
+        dups = len([f for f in b.truth.faults("s1", fault="duplicated") if f["counter"] in heard])
+        lost = len(
+            [f for f in b.truth.faults("s1", fault="lost") if heard[0] < f["counter"] < heard[-1]]
+        )
+
+    room = rx.stats[40]
+    assert room.frames >= 5 and room.duplicates == dups > 0
+    assert room.lost == lost
+    assert rx.unknown_senders.get("DEAD0001", 0) > 0
+    by_channel: dict[int, list[Any]] = {}
+    for ch, _ts, v in got:
+        by_channel.setdefault(ch, []).append(v)
+    assert set(by_channel) == {
+        channel_id(40, q) for q in ("temperature", "humidity", "co2", "rssi")
+    } | {channel_id(41, q) for q in ("pulse_count", "battery")}
+    for dev, src in ((40, "s1"), (41, "s2")):
+        for q in ("temperature", "pulse_count"):
+            served = [r["value"] for r in truth if r["source"] == src and r["quantity"] == q]
+            if served:
+                # every delivered frame once, in order (served values are what the payload carries)
+                assert (
+                    by_channel[channel_id(dev, q)] == served[-len(by_channel[channel_id(dev, q)]) :]
+                )
