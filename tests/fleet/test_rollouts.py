@@ -1,0 +1,202 @@
+"""Staged rollouts: batch sizes, waiting for a batch to settle, per-gateway states from the
+gateways' reports (via config_service.record_reported), automatic halt on the failure share,
+resume, cancel, report timeouts, the rate limit, and the API around them."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from api_helpers import NOW_MS, add_gateway, bearer, client, make_org
+from sqlalchemy import Engine
+
+from fleet import config_service, rollouts
+from fleet.db import tables as t
+from fleet.db.engine import read, transaction
+from protocols import messages
+
+
+@pytest.fixture
+def fleet10(db: Engine) -> tuple[int, list[str]]:
+    with transaction(db) as conn:
+        org_id = conn.execute(
+            sa.insert(t.organisations)
+            .values(slug="t", name="T", created_ts_ms=0)
+            .returning(t.organisations.c.id)
+        ).scalar_one()
+    gws = [
+        add_gateway(db, org_id, f"gw-{i:02d}", tags=("pilot",) if i < 4 else ()) for i in range(10)
+    ]
+    return org_id, gws
+
+
+def _create(db: Engine, org_id: int, **kw: object) -> int:
+    with transaction(db) as conn:
+        return rollouts.create(conn, org_id, {"uplink": {"batch_interval_s": 30}}, NOW_MS, **kw)  # type: ignore[arg-type]
+
+
+def _tick(db: Engine, now: int) -> rollouts.TickResult:
+    return rollouts.tick(db, now)
+
+
+def _report(
+    db: Engine, status: str, gateways: list[str] | None = None, rollout_id: int | None = None
+) -> list[str]:
+    """Every delivered gateway (or the given ones) reports status for its rollout version."""
+    with transaction(db) as conn:
+        targets = rollouts.targets(conn, rollout_id, rollouts.DELIVERED) if rollout_id else []
+        done = []
+        for tg in targets:
+            if gateways is not None and tg["gateway_id"] not in gateways:
+                continue
+            v = tg["config_version"]
+            report = {"gateway": tg["gateway_id"], "version": v if status == messages.REPORT_APPLIED else v - 1,
+                      "desired_version": v, "status": status, "reason": None if status == "applied" else "broken",
+                      "ts_ms": NOW_MS}  # fmt: skip
+            config_service.record_reported(
+                conn, tg["gateway_id"], messages.decode_reported(messages.encode_reported(**report))
+            )
+            done.append(tg["gateway_id"])
+    return done
+
+
+def _counts(db: Engine, rid: int) -> dict[str, int]:
+    with read(db) as conn:
+        return rollouts.counts(conn, rid)
+
+
+def _state(db: Engine, rid: int) -> str:
+    with read(db) as conn:
+        return rollouts.get(conn, rid)["state"]
+
+
+def test_batches_go_out_one_after_another_and_complete(
+    db: Engine, fleet10: tuple[int, list[str]]
+) -> None:
+    org_id, gws = fleet10
+    rid = _create(db, org_id, batch_size=3)
+    assert _counts(db, rid)["queued"] == 10
+    assert _tick(db, NOW_MS).delivered == 3
+    assert _tick(db, NOW_MS + 1).delivered == 0  # the first batch has not settled
+    assert len(_report(db, "applied", rollout_id=rid)) == 3
+    with read(db) as conn:
+        v = conn.execute(
+            sa.select(t.gateways.c.reported_config_version).where(t.gateways.c.id == gws[0])
+        ).scalar()
+        doc = config_service.get_document(conn, gws[0])
+    assert v == 2 and doc.doc["uplink"] == {"batch_interval_s": 30} and doc.rollout_id == rid
+    sizes = []
+    for step in range(2, 10):
+        res = _tick(db, NOW_MS + step)
+        sizes.append(res.delivered)
+        _report(db, "applied", rollout_id=rid)
+        if _state(db, rid) == "completed":
+            break
+    assert [s for s in sizes if s] == [3, 3, 1]
+    _tick(db, NOW_MS + 20)
+    assert _state(db, rid) == "completed"
+    assert _counts(db, rid) == {
+        "queued": 0,
+        "delivered": 0,
+        "applied": 10,
+        "failed": 0,
+        "rolled_back": 0,
+    }
+
+
+def test_share_and_tag_targeting(db: Engine, fleet10: tuple[int, list[str]]) -> None:
+    org_id, gws = fleet10
+    rid = _create(db, org_id, tags=["pilot"], batch_share=0.5)
+    assert sum(_counts(db, rid).values()) == 4
+    assert _tick(db, NOW_MS).delivered == 2  # ceil(0.5 * 4)
+
+
+def test_failure_share_above_threshold_halts_then_resume_and_cancel(
+    db: Engine, fleet10: tuple[int, list[str]]
+) -> None:
+    org_id, gws = fleet10
+    rid = _create(db, org_id, batch_size=2, failure_threshold=0.25)
+    _tick(db, NOW_MS)
+    _report(db, "applied", [gws[0]], rollout_id=rid)
+    _report(db, "rolled_back", [gws[1]], rollout_id=rid)
+    res = _tick(db, NOW_MS + 1)
+    assert res.halted == [rid] and res.delivered == 0
+    with read(db) as conn:
+        r = rollouts.get(conn, rid)
+    assert r["state"] == "halted" and "1 of 2" in r["halt_reason"]
+    assert r["counts"] == {"queued": 8, "delivered": 0, "applied": 1, "failed": 0, "rolled_back": 1}
+    assert _tick(db, NOW_MS + 2).delivered == 0  # halted: nothing more goes out
+    with transaction(db) as conn:
+        rollouts.resume(conn, rid, NOW_MS + 3)
+    assert _tick(db, NOW_MS + 4).delivered == 2  # the old failure no longer counts
+    _report(db, "rejected", rollout_id=rid)
+    assert _tick(db, NOW_MS + 5).halted == [rid]
+    assert _counts(db, rid)["failed"] == 2
+    with transaction(db) as conn:
+        rollouts.cancel(conn, rid, NOW_MS + 6)
+        with pytest.raises(rollouts.RolloutError):
+            rollouts.resume(conn, rid, NOW_MS + 6)
+    assert _tick(db, NOW_MS + 7).delivered == 0
+    assert _state(db, rid) == "cancelled" and _counts(db, rid)["queued"] == 6
+
+
+def test_silent_gateway_fails_after_the_report_timeout(
+    db: Engine, fleet10: tuple[int, list[str]]
+) -> None:
+    org_id, gws = fleet10
+    rid = _create(db, org_id, gateway_ids=gws[:1], report_timeout_s=60, failure_threshold=1.0)
+    _tick(db, NOW_MS)
+    assert _tick(db, NOW_MS + 59_000).failed == 0
+    assert _tick(db, NOW_MS + 60_000).failed == 1
+    with read(db) as conn:
+        (target,) = rollouts.targets(conn, rid)
+    assert target["state"] == "failed" and "no report within 60 s" in target["reason"]
+
+
+def test_rate_limits_how_fast_batches_follow(db: Engine, fleet10: tuple[int, list[str]]) -> None:
+    org_id, _ = fleet10
+    rid = _create(db, org_id, batch_size=2, rate_per_min=4)  # 2 gateways per 30 s
+    assert _tick(db, NOW_MS).delivered == 2
+    _report(db, "applied", rollout_id=rid)
+    assert _tick(db, NOW_MS + 29_000).delivered == 0
+    assert _tick(db, NOW_MS + 30_000).delivered == 2
+
+
+def test_invalid_patch_is_refused_with_gateway_and_path(
+    db: Engine, fleet10: tuple[int, list[str]]
+) -> None:
+    org_id, gws = fleet10
+    with transaction(db) as conn, pytest.raises(config_service.ConfigInvalid) as e:
+        rollouts.create(
+            conn, org_id, {"uplink": {"batch_interval_s": 0}}, NOW_MS, gateway_ids=gws[:2]
+        )
+    assert e.value.errors[0].startswith("gw-00: uplink.batch_interval_s")
+
+
+def test_rollout_api(db: Engine) -> None:
+    a = make_org(db, "town-a", roles=("operator",))
+    c = client(db)
+    h = bearer(a.tokens["operator"])
+    r = c.post("/api/v1/rollouts", json={"patch": {"uplink": {"batch_interval_s": 0}}}, headers=h)
+    assert r.status_code == 422 and r.json()["errors"][0]["path"].endswith(
+        "uplink.batch_interval_s"
+    )
+    r = c.post(
+        "/api/v1/rollouts",
+        json={
+            "name": "slower",
+            "patch": {"uplink": {"batch_interval_s": 60}},
+            "tags": ["school"],
+            "batch_size": 1,
+        },
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    assert r.json()["counts"]["queued"] == 1 and r.json()["state"] == "running"
+    assert c.post(f"/api/v1/rollouts/{rid}/halt", headers=h).json()["state"] == "halted"
+    assert c.post(f"/api/v1/rollouts/{rid}/halt", headers=h).status_code == 409
+    assert c.post(f"/api/v1/rollouts/{rid}/resume", headers=h).json()["state"] == "running"
+    assert c.post(f"/api/v1/rollouts/{rid}/cancel", headers=h).json()["state"] == "cancelled"
+    targets = c.get(f"/api/v1/rollouts/{rid}/targets", headers=h).json()
+    assert [(x["gateway_id"], x["state"]) for x in targets] == [(a.gateway, "queued")]
+    assert c.get("/api/v1/rollouts", headers=h).json()["total"] == 2  # and the helper's own
