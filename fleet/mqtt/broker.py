@@ -76,6 +76,28 @@ def _wait_listening(port: int, timeout_s: float, alive: Callable[[], bool]) -> b
     return False
 
 
+def check_port_free(bind: str, port: int) -> None:
+    """Refuse to start a broker on a port something else already listens on.
+
+    Without this check a broker that is already there (Debian's mosquitto service listens on
+    127.0.0.1:1883 once the package is installed) would answer the start-up probe, and the
+    fleet would talk to a broker the gateways never reach."""
+    if port == 0:
+        return
+    for host in {bind, "127.0.0.1"}:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                raise BrokerError(
+                    f"port {port} on {host} is already in use ({e.strerror}), probably by another "
+                    "MQTT broker such as the system's mosquitto service. Stop it "
+                    "(sudo systemctl disable --now mosquitto), choose another port with "
+                    "--mqtt-port N (0: a free one), or use that broker with --mqtt mqtt://..."
+                ) from e
+
+
 class EmbeddedBroker(Protocol):
     kind: str
     port: int
@@ -126,6 +148,7 @@ class ManagedMosquitto:
             self.folder, self.port, self.bind, run_as_root=os.geteuid() == 0
         )
         (self.folder / mosquitto_conf.CONF_FILE).write_text(conf)
+        check_port_free(self.bind, self.port)
         self.proc = subprocess.Popen(
             [self.binary, "-c", str(self.folder / mosquitto_conf.CONF_FILE)],
             stdout=subprocess.DEVNULL,
@@ -228,6 +251,7 @@ class AmqttBroker:
     async def start(self) -> None:
         from amqtt.broker import Broker
 
+        check_port_free(self.bind, self.port)
         amqtt_plugin.register(self._name, self.fleet_password, self._check)
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.bind}:{self.port}"}},
