@@ -4,6 +4,7 @@ inside the caller's transaction (fleet.db.engine.transaction) and never commits 
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,7 +23,8 @@ from fleet.db.tables import (
     sites,
 )
 from protocols import quantities as q
-from protocols.profiles import ProfileError, load_profile
+from protocols.profiles import ProfileError
+from protocols.profiles import load_profile as _load_profile
 
 GATEWAY_ID_RE = re.compile(r"^[a-z0-9-]{3,64}$")
 # A sensor without a `quantities` list may send any quantity of the LoRa part of the catalogue.
@@ -35,6 +37,13 @@ class RegistryError(ValueError):
 
 class NotFound(RegistryError):
     """No such organisation, site or gateway."""
+
+
+@functools.lru_cache(maxsize=256)
+def load_profile(name: str, dirs: tuple[str, ...] | None = None) -> Any:
+    """Profiles are read-only data: parse each file once, not once per gateway and config
+    (a rollout to 10,000 gateways re-read the same profile 10,000 times)."""
+    return _load_profile(name, list(dirs) if dirs else None)
 
 
 def now_ms() -> int:
@@ -256,7 +265,7 @@ def channels_of_config(
         names = meter.get("quantities")
         res: dict[str, float] = {}
         try:
-            profile = load_profile(meter["profile"], list(profile_dirs) if profile_dirs else None)
+            profile = load_profile(meter["profile"], tuple(profile_dirs) if profile_dirs else None)
             res = {n: s.resolution for n, s in profile.quantities.items() if s.resolution}
             if names is None:
                 names = list(profile.quantities)
