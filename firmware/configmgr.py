@@ -1,0 +1,273 @@
+"""Remote configuration on the gateway (contract 4): verify the signed desired document
+(protocols/sign.py), validate it (protocols/config.py), write it atomically, apply it, report,
+and return to the last good one when the new one breaks the gateway. No MQTT, no polling.
+
+Files in <dir>/ (each replaced atomically: temporary file, then rename, which littlefs and
+POSIX both make atomic):
+  running.json    {"doc", "trial", "trial_boots"}: the configuration in force
+  last_good.json  {"doc"}: the last one that ran healthy for the whole rollback window
+  verdicts.json   {version: [status, reason]}: versions rejected or rolled back, so a retained
+                  desired message delivered again after a reconnect is not retried
+Same rules as edge/remote_config.py: a new document is on trial until it ran healthy for the
+longer rollback window; on trial, no fleet contact for rollback.contact_timeout_s, every poll
+failing for rollback.all_polls_failing_s, or three restarts under it bring back the last good."""
+
+import gc
+import json
+import os
+import sys
+
+MAX_TRIAL_BOOTS = 3
+APPLIED = "applied"  # the report statuses of protocols/messages.py
+REJECTED = "rejected"
+ROLLED_BACK = "rolled_back"
+# Imported for one check and unloaded again: the schema and signature code cost ~15 KB of
+# heap that a gateway needs only when a new document arrives.
+_CHECK_MODULES = (
+    "protocols.config",
+    "protocols.config_checks",
+    "protocols.schema",
+    "protocols.sign",
+)
+
+
+def unload():
+    """Forget the checking modules (they are imported again for the next document)."""
+    import firmware
+    import protocols
+
+    sys.modules.pop("firmware.configcheck", None)
+    if "configcheck" in firmware.__dict__:
+        delattr(firmware, "configcheck")
+    for m in _CHECK_MODULES:
+        sys.modules.pop(m, None)
+        name = m[10:]
+        if name in protocols.__dict__:
+            delattr(protocols, name)  # the package keeps a reference to its submodules
+    gc.collect()
+
+
+_MAX_QUEUE = 2
+
+
+class ApplyError(Exception):
+    """The gateway could not put a valid configuration into effect; the message says why."""
+
+
+def write_json(path, data):
+    """Replace path with data as JSON: a power cut leaves the old or the new file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.rename(tmp, path)
+
+
+def read_json(path):
+    """The JSON in path, or None if it is missing or unreadable (a torn temp file never is:
+    only complete files are renamed into place)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def version_of(doc):
+    return doc["version"] if doc else 0
+
+
+class ConfigManager:
+    """The configuration state machine of one gateway.
+
+    apply(doc) is a coroutine function that puts doc (None: no configuration) into effect
+    (returns None) or schedules a restart that starts with it (returns True: the report then
+    goes out after the restart, from boot_report), or raises ApplyError; report(version, desired_version, status, reason) a coroutine function
+    that tells the fleet (Uplink.report_config); contact_ms() and poll_ok_ms() return the UTC
+    ms of the last fleet contact / successful poll (None: never); has_meters() whether any
+    meter is configured; now_ms() the clock. time_scale < 1 shortens the rollback windows
+    (tests and time-accelerated benchmarks only)."""
+
+    def __init__(
+        self,
+        path,
+        gateway_id,
+        keys,
+        apply,
+        report,
+        contact_ms,
+        poll_ok_ms,
+        has_meters,
+        now_ms,
+        known_profiles=None,
+        known_formats=None,
+        time_scale=1.0,
+    ):
+        self.path = path
+        self.gateway_id = gateway_id
+        self.keys = keys
+        self._apply = apply
+        self._report = report
+        self.contact_ms = contact_ms
+        self.poll_ok_ms = poll_ok_ms
+        self.has_meters = has_meters
+        self.now_ms = now_ms
+        self.known_profiles = known_profiles
+        self.known_formats = known_formats
+        self.time_scale = time_scale
+        self.running = None
+        self.last_good = None
+        self.trial = False
+        self.trial_since_ms = 0
+        self.verdicts = {}
+        self.rollbacks = 0
+        self.rejections = 0
+        self.boot_rollback = None
+        self.boot_report = None  # [version, desired, status, reason] of a restart to apply
+        self._queue = []
+
+    def _file(self, name):
+        return self.path + "/" + name
+
+    def _save_running(self, trial_boots=0, report=None):
+        write_json(
+            self._file("running.json"),
+            {
+                "doc": self.running,
+                "trial": self.trial,
+                "trial_boots": trial_boots,
+                "report": report,
+            },
+        )
+
+    def _save_last_good(self):
+        write_json(self._file("last_good.json"), {"doc": self.last_good})
+
+    def _verdict(self, version, status, reason):
+        self.verdicts[str(version)] = [status, reason]
+        write_json(self._file("verdicts.json"), self.verdicts)
+
+    def validate(self, doc):
+        """The document with defaults, or protocols.config.ConfigError (a ValueError)."""
+        from firmware.configcheck import validate
+
+        try:
+            return validate(self, doc)
+        finally:
+            unload()
+
+    def boot(self, initial):
+        """The configuration to start with: the running one of the last run (continuing its
+        trial; a third restart under it schedules a rollback), else the trusted local initial
+        one, else None."""
+        try:
+            os.mkdir(self.path)
+        except OSError:
+            pass
+        self.verdicts = read_json(self._file("verdicts.json")) or {}
+        good = read_json(self._file("last_good.json"))
+        self.last_good = good.get("doc") if isinstance(good, dict) else None
+        run = read_json(self._file("running.json"))
+        self.trial_since_ms = self.now_ms()
+        if isinstance(run, dict) and run.get("doc"):
+            self.running = run["doc"]
+            self.boot_report = run.get("report")
+            self.trial = bool(run.get("trial"))
+            boots = run.get("trial_boots", 0) + 1 if self.trial else 0
+            if self.trial and boots > MAX_TRIAL_BOOTS:
+                self.boot_rollback = "the gateway restarted %d times under version %d" % (
+                    boots - 1,
+                    version_of(self.running),
+                )
+            self._save_running(boots)  # a pending report is made once, after this boot
+        elif initial is not None:
+            self.running = self.validate(initial)
+            self.last_good = self.running
+            self._save_running()
+            self._save_last_good()
+        return self.running
+
+    def on_desired(self, payload):
+        """Uplink callback for config/desired (a copy of the payload); handled in run()."""
+        if payload and len(self._queue) < _MAX_QUEUE:
+            self._queue.append(bytes(payload))
+
+    async def handle(self, payload):
+        """Verify, validate and apply one desired envelope; returns the reported status."""
+        from firmware.configcheck import handle
+
+        try:
+            return await handle(self, payload)
+        finally:
+            unload()
+
+    def _windows_ms(self):
+        rb = (self.running or {}).get("rollback", {})
+        contact = rb.get("contact_timeout_s", 600) * 1000 * self.time_scale
+        polls = rb.get("all_polls_failing_s", 600) * 1000 * self.time_scale
+        return contact, polls
+
+    def check(self):
+        """One look at a configuration on trial: the reason to roll back, or None. Promotes
+        it to last good once it ran healthy for the whole window."""
+        if not self.trial:
+            return None
+        if self.boot_rollback:
+            return self.boot_rollback
+        now = self.now_ms()
+        since = self.trial_since_ms
+        contact_win, polls_win = self._windows_ms()
+        seen = self.contact_ms() or 0
+        if now - max(seen, since) >= contact_win:
+            return "no contact with the fleet for %d s" % (contact_win // 1000)
+        meters = self.has_meters()
+        ok = self.poll_ok_ms() or 0
+        if meters and now - max(ok, since) >= polls_win:
+            return "every poll failed for %d s" % (polls_win // 1000)
+        if (
+            now - since >= max(contact_win, polls_win)
+            and seen >= since
+            and (not meters or ok >= since)
+        ):
+            self.trial = False
+            self.last_good = self.running
+            self._save_last_good()
+            self._save_running()
+        return None
+
+    async def rollback(self, reason):
+        bad = version_of(self.running)
+        good = self.last_good
+        print("config: version %d: %s; returning to version %d" % (bad, reason, version_of(good)))
+        self.boot_rollback = None
+        self._verdict(bad, ROLLED_BACK, reason)
+        self.running = good
+        self.trial = False
+        self.rollbacks += 1
+        report = [version_of(good), bad, ROLLED_BACK, reason]
+        self._save_running(0, report)
+        if await self._apply(good):
+            return  # reported after the restart
+        self._save_running()
+        await self._report(*report)
+
+    async def step(self):
+        """Handle a queued desired document, if any, then look at the trial; called every
+        second or so by the app's config task."""
+        if self._queue:
+            payload = self._queue.pop(0)
+            try:
+                await self.handle(payload)
+            except (OSError, ValueError, KeyError, TypeError, MemoryError) as e:
+                print("config: handling a desired configuration failed: %r" % e)
+        reason = self.check()
+        if reason is not None:
+            await self.rollback(reason)
+
+    def summary(self):
+        return {
+            "version": version_of(self.running),
+            "last_good_version": version_of(self.last_good),
+            "trial": self.trial,
+            "rollbacks": self.rollbacks,
+            "rejections": self.rejections,
+        }

@@ -1,0 +1,208 @@
+"""Polls the Modbus meters of one RS-485 bus at wall-clock-aligned ticks: plans with
+protocols.planner, reads through firmware.rs485, decodes with protocols.values and hands
+each meter's readings to the buffer in one append. Never talks MQTT, never touches files."""
+
+import asyncio
+
+from firmware.rs485 import NoAnswerError, RtuMaster
+from protocols import modbus, values
+from protocols.modbus import CrcError, ModbusError, ModbusExceptionResponse
+from protocols.planner import Bus, Planner
+
+MAX_BACKOFF_S = 300  # a silent meter is still tried at least every 5 min
+
+
+class MeterStats:
+    """Counters of one meter, for the status message (same fields as edge)."""
+
+    def __init__(self, device_id, name):
+        self.device_id = device_id
+        self.name = name
+        self.polls_ok = 0
+        self.polls_failed = 0
+        self.timeouts = 0
+        self.crc_errors = 0
+        self.exceptions = 0
+        self.frame_errors = 0
+        self.missing_values = 0
+        self.skipped_backoff = 0
+        self.consecutive_failures = 0
+        self.backoff_until_s = 0
+        self.last_ok_ts_ms = None
+        self.last_error = None
+
+    def count(self, exc):
+        if isinstance(exc, NoAnswerError):
+            self.timeouts += 1
+        elif isinstance(exc, CrcError):
+            self.crc_errors += 1
+        elif isinstance(exc, ModbusExceptionResponse):
+            self.exceptions += 1
+        else:
+            self.frame_errors += 1
+        self.last_error = str(exc)
+
+    def as_status(self):
+        """The meter's entry in the status message ("meters")."""
+        return {
+            "id": self.device_id,
+            "name": self.name,
+            "polls_ok": self.polls_ok,
+            "polls_failed": self.polls_failed,
+            "timeouts": self.timeouts,
+            "crc_errors": self.crc_errors,
+            "exceptions": self.exceptions,
+            "frame_errors": self.frame_errors,
+            "missing_values": self.missing_values,
+            "last_ok_ts_ms": self.last_ok_ts_ms,
+            "last_error": self.last_error,
+        }
+
+
+class Poller:
+    """Polls one RTU bus forever (run()) or tick by tick (poll_tick(), for tests).
+
+    bus: the config's bus dict (type rtu); meters: [firmware.meter.Meter]; buffer: has append(readings) with
+    readings [(channel, ts_ms, value)]; board: firmware.boards Board (uart, utc_ms).
+    A meter that stopped answering is tried ever less often (no retries) up to MAX_BACKOFF_S,
+    so the others keep their schedule; a late cycle skips the ticks it missed (ticks_missed)."""
+
+    def __init__(self, bus, meters, buffer, board, master=None, max_backoff_s=MAX_BACKOFF_S):
+        self.bus_id = bus["id"]
+        self.board = board
+        self.buffer = buffer
+        self.timeout_ms = bus.get("timeout_ms", 300)
+        self.retries = bus.get("retries", 1)
+        self.max_backoff_s = max_backoff_s
+        self.meters = {}
+        self.stats = {}
+        reads = []
+        devices = {}
+        for m in meters:
+            self.meters[m.unit] = m
+            self.stats[m.device_id] = MeterStats(m.device_id, m.name)
+            for it in m.items:
+                reads.append((it, m.interval_s))
+            devices[m.unit] = m.device
+        parity = bus.get("parity", "E")
+        stopbits = bus.get("stopbits", 1)
+        baud = bus.get("baud", 9600)
+        bits = 10 if parity == "N" and stopbits == 1 else 11
+        self.planner = Planner(reads, devices, Bus(baud, bits)) if reads else None
+        self._pdu = modbus.read_request_pdu  # loads protocols.modbus_client now
+        self.intervals = sorted(set(m.interval_s for m in meters))
+        if master is None:
+            master = RtuMaster(board.uart(bus["port"], baud, parity, stopbits, bus.get("de_pin")))
+        self.master = master
+        self.last_tick_s = None
+        self.ticks_missed = 0
+        self.cycles = 0
+
+    def next_tick(self, now_s):
+        """The first tick at or after now_s (and after the last one run) with a meter due."""
+        best = None
+        last = self.last_tick_s
+        for i in self.intervals:
+            t = -(-now_s // i) * i
+            if last is not None and t <= last:
+                t = (last // i + 1) * i
+            if best is None or t < best:
+                best = t
+        return best
+
+    async def run(self):
+        """Poll until cancelled; a failing tick is logged in stats, never ends polling."""
+        if self.planner is None:
+            return
+        board = self.board
+        while True:
+            now_ms = board.utc_ms()
+            t = self.next_tick(now_ms // 1000 if now_ms % 1000 == 0 else now_ms // 1000 + 1)
+            if self.last_tick_s is not None:
+                for k in range(self.last_tick_s + 1, t):
+                    for i in self.intervals:
+                        if k % i == 0:
+                            self.ticks_missed += 1
+                            break
+            while True:  # re-check: the clock may be stepped by NTP
+                wait_ms = t * 1000 - board.utc_ms()
+                if wait_ms <= 0:
+                    break
+                await asyncio.sleep_ms(min(wait_ms, 1000))
+            await self.poll_tick(t)
+
+    async def poll_tick(self, t_s):
+        """Poll every meter due at tick t_s (UTC s); readings get ts_ms = t_s * 1000."""
+        self.last_tick_s = t_s
+        if self.planner is None:
+            return
+        by_unit = {}
+        for r in self.planner.plan_for(t_s):
+            lst = by_unit.get(r.unit)
+            if lst is None:
+                lst = by_unit[r.unit] = []
+            lst.append(r)
+        later = []
+        for unit, requests in by_unit.items():
+            meter = self.meters[unit]
+            st = self.stats[meter.device_id]
+            if t_s < st.backoff_until_s:
+                st.skipped_backoff += 1
+            elif st.consecutive_failures >= 2:
+                later.append((meter, requests))  # silent meters last: no delay for the others
+            else:
+                await self.poll_meter(meter, requests, t_s)
+        for meter, requests in later:
+            await self.poll_meter(meter, requests, t_s)
+        self.cycles += 1
+
+    async def poll_meter(self, meter, requests, t_s):
+        """Read one meter's requests, append its readings at once; True if all came."""
+        st = self.stats[meter.device_id]
+        retries = 0 if st.consecutive_failures >= 2 else self.retries
+        ts_ms = t_s * 1000
+        readings = []
+        answered = False
+        complete = True
+        specs = meter.specs
+        for req in requests:
+            pdu = self._pdu(req.function, req.address, req.count)
+            try:
+                data = await self.master.read(meter.unit, pdu, self.timeout_ms, retries, st)
+            except ModbusError as exc:
+                complete = False
+                if isinstance(exc, ModbusExceptionResponse):
+                    answered = True
+                    continue
+                if isinstance(exc, NoAnswerError) and not answered:
+                    break  # a silent meter: do not spend the bus on its other requests
+                continue
+            answered = True
+            for part in req.items:
+                name = part.key[1]
+                ch, q = specs[name]
+                v = values.decode(
+                    data, part.offset, q.type, q.word_order, q.byte_order, q.scale, q.offset, q.na
+                )
+                if v is None:
+                    st.missing_values += 1
+                else:
+                    readings.append((ch, ts_ms, v))
+        if readings:
+            self.buffer.append(readings)
+        if complete:
+            st.polls_ok += 1
+            st.last_ok_ts_ms = ts_ms
+            st.last_error = None
+        else:
+            st.polls_failed += 1
+        if answered:
+            st.consecutive_failures = 0
+            st.backoff_until_s = 0
+        else:
+            st.consecutive_failures += 1
+            n = st.consecutive_failures
+            if n >= 2:
+                cap = max(self.max_backoff_s, meter.interval_s)
+                st.backoff_until_s = t_s + min(meter.interval_s * (1 << min(n - 1, 16)), cap)
+        return complete
