@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from fleet.db import tables as t
+from fleet.db.engine import is_postgresql, transaction
 
 OFFLINE = "offline"
 METER_SILENT = "meter_silent"
@@ -23,6 +25,7 @@ BUFFER_FILLING = "buffer_filling"
 CLOCK_WRONG = "clock_wrong"
 KINDS = (OFFLINE, METER_SILENT, ERROR_RATE, COUNTER_BACKWARDS, BUFFER_FILLING, CLOCK_WRONG)
 DEFAULT_BATCH_INTERVAL_S = 10  # protocols/config.py: uplink.batch_interval_s
+_PRESENCE_LOCK = 0x464C46  # PostgreSQL advisory lock: one presence check at a time
 
 
 class UnknownAlert(LookupError):
@@ -297,12 +300,15 @@ def check_presence(
     )
     opened = closed = 0
     for gw, _online, last_seen, version in rows:
-        interval_s, _ = _batch_interval_s(conn, gw, version)
-        limit_ms = (
-            max(settings.offline_missed_intervals * interval_s, settings.offline_min_s) * 1000
-        )
         silent_ms = now_ms - last_seen
-        if silent_ms > limit_ms:
+        offline = False
+        if silent_ms > settings.offline_min_s * 1000:  # the limit is never lower: only then
+            interval_s, _ = _batch_interval_s(conn, gw, version)  # read its configuration
+            limit_ms = (
+                max(settings.offline_missed_intervals * interval_s, settings.offline_min_s) * 1000
+            )
+            offline = silent_ms > limit_ms
+        if offline:
             if gw not in open_ids:
                 open_alert(
                     conn,
@@ -316,3 +322,23 @@ def check_presence(
         elif gw in open_ids:
             closed += close_alert(conn, gw, OFFLINE, now_ms)
     return opened, closed
+
+
+def run_presence_check(
+    engine: Engine,
+    now_ms: int,
+    settings: AlertSettings = AlertSettings(),  # noqa: B008
+) -> tuple[int, int]:
+    """check_presence in a transaction of its own (`fleet serve` calls this every few
+    seconds). Several instances may: on PostgreSQL one checks at a time (the others return
+    (0, 0) at once), so an offline alert is never opened twice; on SQLite the write lock
+    serialises them."""
+    with transaction(engine) as conn:
+        if (
+            is_postgresql(conn)
+            and not conn.execute(
+                sa.select(sa.func.pg_try_advisory_xact_lock(_PRESENCE_LOCK))
+            ).scalar()
+        ):
+            return 0, 0
+        return check_presence(conn, now_ms, settings)

@@ -1,7 +1,8 @@
 """The `fleet` command: serve, migrate, status and the admin commands (create-org, create-user,
 create-token, claim-tokens, export, import, mosquitto-config). Parses arguments and prints
 results (for people, or JSON with --json); the work is done by fleet.serve, fleet.db.migrate
-and fleet.admin (imported lazily, so `fleet --help` is fast)."""
+and fleet.admin (imported lazily, so `fleet --help` is fast). Exit status: 0 done, 1 refused
+or failed with a message saying what to do (no traceback), 2 wrong arguments."""
 
 from __future__ import annotations
 
@@ -22,15 +23,55 @@ class CliError(Exception):
     """A problem the user can fix; printed without a traceback."""
 
 
-def _engine(args: argparse.Namespace) -> Any:
+def _engine(args: argparse.Namespace, create: bool = False) -> Any:
+    """The database of --database / --data-dir; a SQLite file must exist unless create."""
     from fleet.db.engine import make_engine
 
     database = args.database or os.path.join(args.data_dir, "fleet.db")
     if "://" not in database:
         folder = os.path.dirname(os.path.abspath(database))
-        if not os.path.isdir(folder):
+        if not os.path.isdir(folder) or not (create or os.path.exists(database)):
             raise CliError(f"no database at {database}: run `fleet migrate` or `fleet serve` first")
     return make_engine(database)
+
+
+def _expected_error(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """The message for an error the user can act on (a refused admin request, a database that
+    cannot be reached or is not migrated), or None for a fault (shown with its traceback)."""
+    from fleet.admin import AdminError
+    from fleet.auth import UnknownRoleError
+    from fleet.db.registry import RegistryError
+
+    if isinstance(exc, AdminError | RegistryError | UnknownRoleError):
+        return str(exc)
+    import sqlalchemy.exc as sa_exc
+
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    database = args.database or os.path.join(args.data_dir, "fleet.db")
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    if isinstance(exc, sa_exc.IntegrityError):
+        return f"the database refused the change ({detail}): it conflicts with data stored there"
+    if "no such table" in detail or ("relation" in detail and "does not exist" in detail):
+        return f"the database {database} has no fleet tables ({detail}): run `fleet migrate` first"
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return (
+            f"cannot use the database {_hide_password(database)}: {detail}; check --database "
+            "(host, port, user, database name) and that the database server is running"
+        )
+    return None
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if "://" not in url:
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def _admin(name: str) -> Callable[..., Any]:
@@ -56,6 +97,7 @@ def _print(args: argparse.Namespace, data: Any, text: str | None = None) -> None
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from fleet.alerts import AlertSettings
     from fleet.serve import Running, ServeError, ServeOptions, serve
 
     opts = ServeOptions(
@@ -71,6 +113,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         ca_file=args.ca_file,
         mosquitto_dir=Path(args.mosquitto_dir) if args.mosquitto_dir else None,
         mosquitto_pid_file=Path(args.mosquitto_pid_file) if args.mosquitto_pid_file else None,
+        alert_settings=AlertSettings(
+            offline_missed_intervals=args.offline_missed_intervals, offline_min_s=args.offline_min_s
+        ),
     )
 
     def ready(r: Running) -> None:
@@ -99,7 +144,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
     if not args.database:
         Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-    engine = _engine(args)
+    engine = _engine(args, create=True)
     revision = upgrade(engine)
     _print(args, {"revision": revision}, f"database at revision {revision}")
 
@@ -163,7 +208,12 @@ def cmd_import(args: argparse.Namespace) -> None:
         data = json.loads(Path(args.file).read_text())
     except (OSError, ValueError) as e:
         raise CliError(f"cannot read {args.file}: {e}") from e
-    counts = _admin("import_json")(_engine(args), data)
+    try:
+        counts = _admin("import_json")(_engine(args), data)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CliError(
+            f"{args.file} is not a complete fleet export ({e!r} is missing or wrong)"
+        ) from e
     _print(args, {"imported": counts})
 
 
@@ -189,6 +239,16 @@ def cmd_mosquitto_config(args: argparse.Namespace) -> None:
 
 
 # --- parser ---------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--mosquitto-dir", help="external Mosquitto: keep its password_file and acl_file here"
     )
     s.add_argument("--mosquitto-pid-file", help="external Mosquitto's pid_file, to SIGHUP it")
+    s.add_argument(
+        "--offline-missed-intervals",
+        type=_positive_int,
+        default=3,
+        help="offline alert after this many batch intervals without contact (default 3)",
+    )
+    s.add_argument(
+        "--offline-min-s",
+        type=_positive_int,
+        default=120,
+        help="... but never sooner than this many seconds (default 120)",
+    )
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("migrate", parents=[common], help="create or upgrade the database schema")
@@ -293,13 +365,21 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:  # alembic tells every step of a migration at INFO
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         args.func(args)
     except CliError as e:
         print(f"fleet {args.command}: {e}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        message = _expected_error(e, args)
+        if message is None:
+            raise
+        print(f"fleet {args.command}: {message}", file=sys.stderr)
+        return 1
     return 0
 
 

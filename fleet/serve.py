@@ -1,6 +1,7 @@
 """`fleet serve`: the HTTP API, the broker (embedded, or an external one) and the MQTT bridge in
-one process, plus the periodic work (rollout ticks, telemetry compaction, broker accounts).
-Wires things together and shuts them down cleanly on SIGINT/SIGTERM; holds no business logic."""
+one process, plus the periodic work (rollout ticks, telemetry compaction, offline alerts, broker
+accounts). Wires things together and shuts them down cleanly on SIGINT/SIGTERM; holds no
+business logic."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import logging
 import signal
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import uvicorn
 from sqlalchemy import Engine
 
+from fleet.alerts import AlertSettings
 from fleet.db.engine import is_sqlite, make_engine
 from fleet.db.migrate import is_current, upgrade
 from fleet.mqtt import acl
@@ -54,6 +56,8 @@ class ServeOptions:
     mosquitto_pid_file: Path | None = None  # ... and SIGHUP it on change
     rollout_tick_s: float = 2.0
     compaction_interval_s: float = 60.0
+    presence_interval_s: float = 10.0  # offline alerts (fleet.alerts.check_presence)
+    alert_settings: AlertSettings = field(default_factory=AlertSettings)
     accounts_interval_s: float = 1.0
 
 
@@ -254,7 +258,7 @@ async def serve(
 
 
 def _periodic(opts: ServeOptions, engine: Engine) -> list[asyncio.Task[None]]:
-    from fleet import rollouts
+    from fleet import alerts, rollouts
     from fleet.db.registry import now_ms
     from fleet.telemetry import storage
 
@@ -266,5 +270,13 @@ def _periodic(opts: ServeOptions, engine: Engine) -> list[asyncio.Task[None]]:
         asyncio.create_task(
             _every(opts.compaction_interval_s, "compaction", lambda: storage.compact(engine)),
             name="compaction",
+        ),
+        asyncio.create_task(
+            _every(
+                opts.presence_interval_s,
+                "presence check",
+                lambda: alerts.run_presence_check(engine, now_ms(), opts.alert_settings),
+            ),
+            name="presence",
         ),
     ]

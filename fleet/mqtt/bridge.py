@@ -1,8 +1,8 @@
 """The fleet's MQTT bridge: telemetry to ingest and the ack after the commit (contract 1),
-presence from birth and will (contract 3), status, config reports, provisioning requests, and
-the outbox (desired configs) published by whichever instance claims it. Owns one broker
-connection; the rules live elsewhere (fleet.telemetry.ingest, fleet.db.registry,
-fleet.config_service, fleet.mqtt.provisioning).
+presence from birth and will (contract 3), status (and the status alerts), config reports,
+provisioning requests, and the outbox (desired configs) published by whichever instance claims
+it. Owns one broker connection; the rules live elsewhere (fleet.telemetry.ingest,
+fleet.db.registry, fleet.alerts, fleet.config_service, fleet.mqtt.provisioning).
 
 Subscriptions: with a broker that has shared subscriptions, ``$share/fleet/gw/+/tele``,
 ``.../status`` and ``$share/fleet/prov/+/request`` (each message to one instance), and
@@ -25,6 +25,7 @@ from typing import Any
 import aiomqtt
 from sqlalchemy import Engine
 
+from fleet import alerts
 from fleet.db import registry
 from fleet.db.engine import transaction
 from fleet.mqtt import acl, provisioning, store
@@ -286,9 +287,13 @@ class Bridge:
         status = messages.decode_status(payload)
         if status["gateway"] != gateway:
             raise CodecError(f"status: gateway {status['gateway']!r} on the topic of {gateway!r}")
+        now = store.now_ms()
         with transaction(self.engine) as conn:
-            if registry.get_gateway(conn, gateway) is not None:
-                registry.record_status(conn, gateway, status, store.now_ms())
+            row = registry.get_gateway(conn, gateway)
+            if row is not None:
+                previous = row["last_status"] or None  # the status before this one
+                registry.record_status(conn, gateway, status, now)
+                alerts.check_status(conn, gateway, status, previous, now)
         self.counters.statuses += 1
 
     def _on_reported(self, gateway: str, payload: bytes) -> None:

@@ -18,14 +18,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, case, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, case, or_, select, tuple_, update
 from sqlalchemy.exc import DBAPIError
 
+from fleet import alerts
 from fleet.db import upsert
 from fleet.db.engine import transaction
 from fleet.db.tables import batches, channels, gateways, latest, rejected_batches
 from fleet.telemetry.storage import stage
 from protocols import codec, messages
+from protocols import quantities as q
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,38 @@ FUTURE_TOLERANCE_MS = 300_000  # 5 minutes ahead of the fleet's clock
 _RETRIES = 5
 _RETRY_SQLSTATES = {"40P01", "40001"}  # PostgreSQL deadlock, serialization failure
 _CHUNK = 400
+
+# Quantities that only grow (energy and volume counters): a lower reading than the one before
+# it in time opens a counter_backwards alert (meter replaced or reset, wrong register).
+COUNTER_CODES = frozenset(
+    code
+    for name, (code, _unit, _res) in q.QUANTITIES.items()
+    if "energy" in name or name in ("pulse_count", "gas_volume", "water_volume")
+)
+
+# Statements built once (their construction, not only their compilation, costs per call).
+_g = gateways.c
+_ADVANCE_SEQ = (
+    update(gateways)
+    .where(_g.id == bindparam("b_gw"))
+    .values(
+        next_expected_seq=case(
+            (_g.next_expected_seq < bindparam("b_top"), bindparam("b_top")),
+            else_=_g.next_expected_seq,
+        ),
+        # a batch is contact: the offline alert counts missed batch intervals
+        last_seen_ts_ms=case(
+            (
+                or_(_g.last_seen_ts_ms.is_(None), _g.last_seen_ts_ms < bindparam("b_now")),
+                bindparam("b_now"),
+            ),
+            else_=_g.last_seen_ts_ms,
+        ),
+    )
+)
+_LATEST_OF = select(latest.c.gateway_id, latest.c.channel, latest.c.ts_ms, latest.c.value).where(
+    tuple_(latest.c.gateway_id, latest.c.channel).in_(bindparam("keys", expanding=True))
+)
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -55,7 +89,7 @@ class IngestResult(NamedTuple):
 class _Item:
     """One batch on its way through ingest_many."""
 
-    __slots__ = ("gateway_id", "payload", "batch", "seq", "result", "digest", "latest")
+    __slots__ = ("gateway_id", "payload", "batch", "seq", "result", "digest", "latest", "counters")
 
     def __init__(self, gateway_id: str, payload: bytes) -> None:
         self.gateway_id = gateway_id
@@ -65,6 +99,8 @@ class _Item:
         self.result: IngestResult | None = None
         self.digest = b""
         self.latest: dict[int, tuple[int, float]] = {}
+        # counter channel -> its oldest reading in this batch (the newest is in latest)
+        self.counters: dict[int, tuple[int, float]] = {}
 
 
 def peek_seq(payload: bytes) -> int | None:
@@ -167,11 +203,18 @@ class Ingestor:
         else:
             it.digest = content_digest(batch)
             newest_per_channel: dict[int, tuple[int, float]] = {}
+            oldest_per_channel: dict[int, tuple[int, float]] = {}
+            # readings come by device, then timestamp: a channel's first one is its oldest
             for channel, t, v in batch.readings:
                 got = newest_per_channel.get(channel)
-                if got is None or t >= got[0]:
+                if got is None:
+                    newest_per_channel[channel] = oldest_per_channel[channel] = (t, float(v))
+                elif t >= got[0]:
                     newest_per_channel[channel] = (t, float(v))
             it.latest = newest_per_channel
+            it.counters = {
+                ch: first for ch, first in oldest_per_channel.items() if ch & 0xFF in COUNTER_CODES
+            }
 
     def _store(self, work: list[_Item], now: int) -> None:
         for attempt in range(_RETRIES):
@@ -320,8 +363,9 @@ class Ingestor:
                 if it.batch is not None and it.batch.steps
             ],
         )
+        self._check_counters(conn, stored_now, now)
         self._update_latest(conn, stored_now, now)
-        self._advance_seq(conn, stored_now)
+        self._advance_seq(conn, stored_now, now)
         for it in stored_now:
             n = len(it.batch.steps)  # type: ignore[union-attr]
             it.result = IngestResult(ACCEPTED, messages.encode_ack(it.seq), None, it.seq, n)
@@ -337,6 +381,33 @@ class Ingestor:
                 "The gateway reused a sequence number (storage wiped?): re-provision it so it "
                 "continues after the fleet's next_expected_seq",
             )
+
+    def _check_counters(self, conn: Connection, stored_now: list[_Item], now: int) -> None:
+        """Open a counter_backwards alert where a counter's reading is lower than the one
+        before it in time: the stored latest value (read before this group updates it) or an
+        earlier batch of this group, or, within one batch, its newest reading below its oldest
+        (a dip that recovers within one batch is not seen). Costs one SELECT per group of
+        batches with counters; readings older than the latest (backfill) are not compared."""
+        spans: dict[tuple[str, int], list[tuple[tuple[int, float], tuple[int, float]]]] = {}
+        for it in stored_now:
+            for ch, first in it.counters.items():
+                spans.setdefault((it.gateway_id, ch), []).append((first, it.latest[ch]))
+        if not spans:
+            return
+        before: dict[tuple[str, int], tuple[int, float]] = {}
+        keys = sorted(spans)
+        for i in range(0, len(keys), _CHUNK):
+            for gw, ch, t, v in conn.execute(_LATEST_OF, {"keys": keys[i : i + _CHUNK]}):
+                before[(gw, int(ch))] = (int(t), float(v))
+        for (gw, ch), pairs in sorted(spans.items()):  # one lock order for all instances
+            prev = before.get((gw, ch))
+            for first, newest in sorted(pairs):
+                if prev is not None and first[0] > prev[0] and first[1] < prev[1]:
+                    alerts.counter_went_backwards(conn, gw, ch, prev[1], first[1], first[0], now)
+                elif newest[1] < first[1]:
+                    alerts.counter_went_backwards(conn, gw, ch, first[1], newest[1], newest[0], now)
+                if prev is None or newest[0] > prev[0]:
+                    prev = newest
 
     def _update_latest(self, conn: Connection, stored_now: list[_Item], now: int) -> None:
         newest: dict[tuple[str, int], tuple[int, float]] = {}
@@ -359,21 +430,14 @@ class Ingestor:
             where=lambda table, excluded: excluded.ts_ms >= table.c.ts_ms,
         )
 
-    def _advance_seq(self, conn: Connection, stored_now: list[_Item]) -> None:
+    def _advance_seq(self, conn: Connection, stored_now: list[_Item], now: int) -> None:
+        """next_expected_seq, and last_seen (a batch is contact) in the same UPDATE."""
         top: dict[str, int] = {}
         for it in stored_now:
             top[it.gateway_id] = max(top.get(it.gateway_id, 0), int(it.seq or 0) + 1)
-        g = gateways.c
-        for gw in sorted(top):
-            conn.execute(
-                update(gateways)
-                .where(g.id == gw)
-                .values(
-                    next_expected_seq=case(
-                        (g.next_expected_seq < top[gw], top[gw]), else_=g.next_expected_seq
-                    )
-                )
-            )
+        conn.execute(  # one statement for every gateway of the group, in one lock order
+            _ADVANCE_SEQ, [{"b_gw": gw, "b_top": top[gw], "b_now": now} for gw in sorted(top)]
+        )
 
     def _record_rejections(self, conn: Connection, work: list[_Item], now: int) -> None:
         rows: list[dict[str, Any]] = []

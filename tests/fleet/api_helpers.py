@@ -8,6 +8,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
@@ -98,3 +99,15 @@ def client(engine: Engine, now_ms: int = NOW_MS) -> TestClient:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def min_role(route: APIRoute) -> str | None:
+    """The role a route's require() dependency demands (None: a public route)."""
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        role = getattr(dep.call, "min_role", None)
+        if role is not None:
+            return role
+        stack.extend(dep.dependencies)
+    return None

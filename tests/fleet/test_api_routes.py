@@ -8,22 +8,11 @@ import re
 from typing import Any
 
 import pytest
-from api_helpers import ROLES, Org, bearer, client, config, make_org
+from api_helpers import ROLES, Org, bearer, client, config, make_org, min_role
 from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 
 from fleet.api import PUBLIC_ROUTES, ApiSettings, api_routes, create_app
-
-
-def _min_role(route: APIRoute) -> str | None:
-    stack = list(route.dependant.dependencies)
-    while stack:
-        dep = stack.pop()
-        role = getattr(dep.call, "min_role", None)
-        if role is not None:
-            return role
-        stack.extend(dep.dependencies)
-    return None
 
 
 def _routes(engine: Engine) -> list[tuple[str, str, APIRoute]]:
@@ -91,7 +80,7 @@ def test_every_route_is_authenticated_and_declares_a_role(db: Engine) -> None:
     assert len(routes) >= 40
     for method, path, route in routes:
         public = (method, path) in PUBLIC_ROUTES
-        assert public or _min_role(route) is not None, f"{method} {path} has no role check"
+        assert public or min_role(route) is not None, f"{method} {path} has no role check"
 
 
 def _anonymous_requests_get_401(db: Engine, world: tuple[Org, Org]) -> None:
@@ -112,7 +101,7 @@ def _roles_below_the_minimum_get_403(db: Engine, world: tuple[Org, Org]) -> None
     c = client(db)
     checked = 0
     for method, path, route in _routes(db):
-        need = _min_role(route)
+        need = min_role(route)
         if need is None or need == "viewer":
             continue
         for role in ROLES[: ROLES.index(need)]:

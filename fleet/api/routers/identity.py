@@ -23,6 +23,12 @@ def login(body: s.LoginIn, ctx: CtxDep, response: Response) -> s.LoginOut:
     """A session for the UI: also set as the HttpOnly cookie fleet_session."""
     with ctx.tx() as conn:
         token = auth.login(conn, body.email, body.password, body.organisation, ctx.now_ms)
+        session = auth.authenticate_token(conn, token, ctx.now_ms) if token else None
+        if session is not None:
+            audit.record(
+                conn, session, "session.login", f"user:{session.user_id}", ctx.now_ms,
+                {"token_id": session.token_id},
+            )  # fmt: skip
     if token is None:
         raise Unauthorized("email, password or organisation is wrong")
     response.set_cookie(
@@ -37,6 +43,7 @@ def logout(me: Viewer, ctx: CtxDep, response: Response) -> None:
     with ctx.tx() as conn:
         if me.token_id is not None:
             q.revoke_token(conn, me.token_id)
+            audit.record(conn, me, "session.logout", f"token:{me.token_id}", ctx.now_ms)
     response.delete_cookie(SESSION_COOKIE)
 
 
