@@ -1,9 +1,8 @@
-"""The live demo (`make demo`): simulated buildings, Linux gateway agents reading them, and a
-broker, with a live table of what arrives. Stops everything cleanly on Ctrl-C.
+"""The live demo (`make demo`): the fleet server with its embedded defaults, simulated
+buildings (hw_sim) and a Linux gateway agent per building, provisioned through claim tokens as
+a technician would, with a live table of what the fleet's API shows. Ctrl-C stops everything.
 
-Until the fleet server exists (issue 5), a small acknowledging receiver plays its part: it
-stores each batch once and acknowledges it, exactly as the fleet will (docs/protocol.md).
-Must not be used for anything but showing the system: it keeps everything in memory.
+Must not be used for anything but showing the system: it throws its data away at each start.
 """
 
 from __future__ import annotations
@@ -11,28 +10,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
+import logging
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from edge.testing import AckReceiver, Mosquitto
+import httpx
+
+from fleet import admin
+from fleet.serve import Running, ServeOptions, serve
 from hw_sim.scenario import Building, load
 from protocols import quantities
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDINGS = ("school", "town_hall")
 SHOWN = ("power_total", "energy_import", "voltage_l1", "temperature", "co2")
-KEY_HEX = "de30" * 8  # the demo's config-signing key; a real gateway gets its own
+ORG = ("musterstadt", "Stadt Musterstadt")
+USER = ("demo@musterstadt.example", "demo-password-123")
 
 
-def gateway_config(gateway: str, building: Building, interval_s: int) -> dict[str, Any]:
-    """The configuration document a technician would give the gateway for this building."""
+def gateway_config(building: Building, interval_s: int) -> dict[str, Any]:
+    """The configuration document an operator gives the gateway of this building."""
     buses: list[dict[str, Any]] = []
     meters: list[dict[str, Any]] = []
     sensors: list[dict[str, Any]] = []
@@ -72,53 +76,71 @@ def gateway_config(gateway: str, building: Building, interval_s: int) -> dict[st
                  "profile": m["profile"], "interval_s": interval_s}
             )  # fmt: skip
             next_id += 1
-    doc: dict[str, Any] = {"version": 1, "gateway": gateway, "buses": buses, "meters": meters,
-                           "sensors": sensors, "uplink": {"batch_interval_s": interval_s}}  # fmt: skip
+    doc: dict[str, Any] = {"buses": buses, "meters": meters, "sensors": sensors,
+                           "uplink": {"batch_interval_s": interval_s}}  # fmt: skip
     if lora:
         doc["lora"] = lora
     return doc
 
 
-def write_gateway(workdir: Path, gateway: str, doc: dict[str, Any], mqtt_port: int) -> Path:
-    gw_dir = workdir / gateway
+def write_gateway_toml(gw_dir: Path, ident: dict[str, Any]) -> Path:
+    """The bootstrap file a technician leaves on the gateway after provisioning."""
     gw_dir.mkdir(parents=True, exist_ok=True)
-    (gw_dir / "config.json").write_text(json.dumps(doc, indent=1))
+    url = urlsplit(ident["broker_url"])
     toml = gw_dir / "gateway.toml"
     toml.write_text(
-        f'[gateway]\nid = "{gateway}"\ndata_dir = "data"\ninitial_config = "config.json"\n\n'
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\ntls = false\n\n'
-        f'[signing]\nkey = "{KEY_HEX}"\n\n[status]\ninterval_s = 10\n'
+        f'[gateway]\nid = "{ident["gateway_id"]}"\ndata_dir = "data"\n\n'
+        f'[mqtt]\nhost = "{url.hostname}"\nport = {url.port}\ntls = false\n'
+        f'username = "{ident["mqtt_username"]}"\npassword = "{ident["mqtt_password"]}"\n\n'
+        f'[signing]\nkey = "{ident["signing_key"]}"\n\n[status]\ninterval_s = 10\n'
     )
     return toml
 
 
-def names_of(doc: dict[str, Any]) -> dict[int, str]:
-    return {d["id"]: d["name"] for d in doc["meters"] + doc["sensors"]}
+def http_port(wanted: int) -> int:
+    """wanted if it is free, else 0 (a free one): a busy 8080 must not stop the demo."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", wanted))
+        except OSError:
+            return 0
+    return wanted
 
 
-def render(receiver: AckReceiver, docs: dict[str, dict[str, Any]], started: float) -> str:
+async def provision(api: httpx.AsyncClient, h: dict[str, str], gateway: str) -> dict[str, Any]:
+    """What `gatewayctl provision` and the gateway do: a claim token, exchanged for an identity."""
+    r = await api.post("/claim-tokens", json={"count": 1, "label": gateway}, headers=h)
+    r.raise_for_status()
+    token = r.json()[0]["token"]
+    r = await api.post("/provision/claim", json={"token": token, "gateway_id": gateway,
+                                                 "fw_version": "edge-demo"})  # fmt: skip
+    r.raise_for_status()
+    return dict(r.json())
+
+
+async def render(api: httpx.AsyncClient, h: dict[str, str], names: dict[str, dict[int, str]],
+                 started: float) -> str:  # fmt: skip
+    r = await api.get("/gateways", headers=h)
+    gateways = r.json()["items"] if r.status_code == 200 else []
     lines = [
-        f"\n=== demo running {time.monotonic() - started:5.0f} s: "
-        f"{receiver.stored_readings} readings stored in {len(receiver.batches)} batches, "
-        f"{receiver.duplicates} resent batches ignored (stored once) ==="
+        f"\n=== {time.strftime('%H:%M:%S')}, demo running {time.monotonic() - started:.0f} s ==="
     ]
-    for gateway, doc in docs.items():
-        names = names_of(doc)
-        latest: dict[tuple[int, str], tuple[int, float]] = {}
-        for channel, ts_ms, value in receiver.readings(gateway):
-            device, quantity = quantities.split_channel(channel)
-            if quantity in SHOWN:
-                key = (device, quantity)
-                if key not in latest or ts_ms >= latest[key][0]:
-                    latest[key] = (ts_ms, value)
-        online = [s for s in receiver.states if s.get("gateway") == gateway]
-        state = "online" if online and online[-1].get("online") else "offline"
-        lines.append(f"{gateway} ({state})")
-        for (device, quantity), (ts_ms, value) in sorted(latest.items()):
-            unit = quantities.unit_of(quantity)
-            when = time.strftime("%H:%M:%S", time.localtime(ts_ms / 1000))
+    for gw in gateways:
+        state = "online" if gw["online"] else "offline"
+        lines.append(
+            f"{gw['id']} ({state}, boot {gw['boot']}, config v{gw['reported_config_version']} "
+            f"of v{gw['desired_config_version']})"
+        )
+        latest = (await api.get(f"/gateways/{gw['id']}/latest", headers=h)).json()
+        for x in sorted(latest, key=lambda x: x["channel"]):
+            device, quantity = quantities.split_channel(x["channel"])
+            if quantity not in SHOWN:
+                continue
+            name = names.get(gw["id"], {}).get(device, str(device))
+            when = time.strftime("%H:%M:%S", time.gmtime(x["ts_ms"] / 1000))
             lines.append(
-                f"  {names.get(device, device)!s:<16} {quantity:<14} {value:>14,.1f} {unit:<4} at {when}"
+                f"  {name:<16} {quantity:<14} {x['value']:>14,.1f} "
+                f"{quantities.unit_of(quantity):<4} at {when} UTC"
             )
     return "\n".join(lines)
 
@@ -128,75 +150,94 @@ async def run(args: argparse.Namespace) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
+    opts = ServeOptions(
+        data_dir=workdir / "fleet", mqtt_port=0, mqtt_bind="127.0.0.1",
+        http_host="127.0.0.1", http_port=http_port(args.port),
+    )  # fmt: skip
+    ready: asyncio.Queue[Running] = asyncio.Queue()
+    server = asyncio.create_task(serve(opts, stop, on_ready=ready.put_nowait))
+    got = await asyncio.wait({server, asyncio.create_task(ready.get())}, timeout=60,
+                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    if server in got[0] or not got[0]:
+        print("the fleet server did not start; see the messages above", file=sys.stderr)
+        return 1
+    running: Running = next(iter(got[0])).result()
+    admin.create_org(running.engine, *ORG)
+    admin.create_user(running.engine, USER[0], USER[1], ORG[0], "admin")
+    api_token = admin.create_token(running.engine, USER[0], ORG[0], "demo")
+    base = f"http://127.0.0.1:{running.http_port}"
+    h = {"Authorization": f"Bearer {api_token}"}
+    agents: list[subprocess.Popen[bytes]] = []
+    names: dict[str, dict[int, str]] = {}
+    code = 0
     with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(Mosquitto(workdir / "broker"))
-        receiver = AckReceiver("127.0.0.1", broker.port, client_id="demo-fleet")
-        receiver_task = asyncio.create_task(receiver.run())
-        docs: dict[str, dict[str, Any]] = {}
-        agents: list[subprocess.Popen[bytes]] = []
-        for name in BUILDINGS:
-            building = stack.enter_context(load(name))
-            gateway = f"demo-{name.replace('_', '-')}"
-            doc = gateway_config(gateway, building, args.interval)
-            docs[gateway] = doc
-            toml = write_gateway(workdir, gateway, doc, broker.port)
-            log = open(workdir / gateway / "agent.log", "wb")  # noqa: SIM115 - closed with the process
-            stack.callback(log.close)
-            agents.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "edge.cli", "run", "--config", str(toml)],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        async with httpx.AsyncClient(base_url=base + "/api/v1", timeout=10) as api:
+            try:
+                for name in BUILDINGS:
+                    building = stack.enter_context(load(name))
+                    gateway = f"demo-{name.replace('_', '-')}"
+                    ident = await provision(api, h, gateway)
+                    doc = gateway_config(building, args.interval)
+                    r = await api.put(f"/gateways/{gateway}/config", json=doc, headers=h)
+                    r.raise_for_status()
+                    names[gateway] = {d["id"]: d["name"] for d in doc["meters"] + doc["sensors"]}
+                    toml = write_gateway_toml(workdir / gateway, ident)
+                    log = stack.enter_context(open(workdir / gateway / "agent.log", "wb"))
+                    agents.append(
+                        subprocess.Popen(
+                            [sys.executable, "-m", "edge.cli", "run", "--config", str(toml)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                        )
+                    )  # fmt: skip
+                    print(f"building {building.name!r}: gateway {gateway} provisioned by claim "
+                          f"token, {len(doc['meters'])} meters, {len(doc['sensors'])} LoRa sensors")  # fmt: skip
+                print(f"\nfleet API: {base}/api/docs  (Bearer token for 'Authorize': {api_token})")
+                print(
+                    f"sign-in: {USER[0]} / {USER[1]}   MQTT broker: 127.0.0.1:{running.mqtt_port}"
                 )
-            )  # fmt: skip
-            print(f"building {building.name!r}: gateway {gateway}, {len(doc['meters'])} meters, "
-                  f"{len(doc['sensors'])} LoRa sensors (log: {workdir / gateway / 'agent.log'})")  # fmt: skip
-        print(
-            f"broker on 127.0.0.1:{broker.port}; the fleet server and its web UI come with issue 5/7."
-        )
-        print("Ctrl-C stops everything.")
-        started = time.monotonic()
-        deadline = started + args.duration if args.duration else None
-        try:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), args.refresh)
-                print(render(receiver, docs, started), flush=True)
+                print(f"files and agent logs: {workdir}\nCtrl-C stops everything.", flush=True)
+                started = time.monotonic()
+                deadline = started + args.duration if args.duration else None
+                while not stop.is_set() and not server.done():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), args.refresh)
+                    print(await render(api, h, names, started), flush=True)
+                    for agent in agents:
+                        if agent.poll() is not None:
+                            print(f"an agent stopped with exit status {agent.returncode}; "
+                                  f"see its log in {workdir}", file=sys.stderr)  # fmt: skip
+                            code = 1
+                            stop.set()
+                    if deadline and time.monotonic() >= deadline:
+                        break
+            finally:
                 for agent in agents:
-                    if agent.poll() is not None:
-                        print(f"an agent stopped with exit status {agent.returncode}; see its log",
-                              file=sys.stderr)  # fmt: skip
-                        stop.set()
-                if deadline and time.monotonic() >= deadline:
-                    break
-        finally:
-            for agent in agents:
-                if agent.poll() is None:
-                    agent.send_signal(signal.SIGTERM)
-            for agent in agents:
-                try:
-                    agent.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    agent.kill()
-                    agent.wait()
-            receiver_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiver_task
-        print("demo stopped: agents, simulated buildings and broker are down.")
-        return 0 if receiver.stored_readings > 0 or not args.duration else 1
+                    if agent.poll() is None:
+                        agent.send_signal(signal.SIGTERM)
+                for agent in agents:
+                    try:
+                        agent.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        agent.kill()
+                        agent.wait()
+                stop.set()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(server, 30)
+    print("demo stopped: agents, simulated buildings, broker and fleet are down.")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m demo",
-        description="Live demo: simulated buildings (hw_sim), Linux gateway agents (edge) and "
-        "a broker; prints what arrives until Ctrl-C.",
+        description="Live demo: the fleet server, simulated buildings (hw_sim) and a Linux "
+        "gateway agent per building, provisioned by claim token; prints what the fleet shows.",
     )
     parser.add_argument("--interval", type=int, default=5, help="poll interval in seconds (5)")
     parser.add_argument("--refresh", type=float, default=5.0, help="seconds between tables (5)")
+    parser.add_argument(
+        "--port", type=int, default=8080, help="HTTP port of the fleet (8080; a free one if taken)"
+    )
     parser.add_argument(
         "--duration", type=float, default=0, help="stop after S seconds (0: run until Ctrl-C)"
     )
@@ -204,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         "--workdir", default=str(ROOT / "var" / "demo"), help="where the demo keeps its files"
     )
     args = parser.parse_args(argv)
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # the table is the demo's output; the services' own progress stays in their logs
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return asyncio.run(run(args))
 
 
