@@ -93,6 +93,8 @@ class RtuMaster:
         self._parser: Any = None
         self._last_activity = 0.0
         self._recovery_s = 0.0  # extra silence owed after a failed request
+        # A request that timed out (unit, pdu) and when: its answer may still come, late.
+        self._unanswered: tuple[tuple[int, bytes], float] | None = None
 
     async def open(self) -> None:
         if self.port is None:
@@ -126,6 +128,15 @@ class RtuMaster:
             elif wait <= 0:
                 return
 
+    def _answered(self, unit: int, pdu: bytes) -> None:
+        """A valid answer came. To a retry of a request that timed out it may be the late
+        answer to the earlier attempt, the retry's own answer still to come: then the next
+        other request still waits for silence, counted from now."""
+        if self._unanswered is not None and self._unanswered[0] == (unit, pdu):
+            self._unanswered = ((unit, pdu), time.monotonic())
+        else:
+            self._recovery_s = 0.0
+
     async def transact(self, unit: int, pdu: bytes, timeout_s: float) -> bytes:
         """The answer's register bytes (raw); ModbusError subclasses for anything else.
 
@@ -134,6 +145,12 @@ class RtuMaster:
         await self.open()
         port = self.port
         assert port is not None
+        if self._unanswered is not None and self._unanswered[0] != (unit, pdu):
+            # A late answer to the request that timed out would pass for the answer to this
+            # other one: the owed silence counts from the timeout, not from that request.
+            # (A retry of that same request goes out at once: either answer is one to it.)
+            self._last_activity = max(self._last_activity, self._unanswered[1])
+            self._unanswered = None
         await self._quiet()
         if self._parser is None:
             self._parser = modbus.RtuResponseParser(unit, pdu, True)
@@ -170,19 +187,21 @@ class RtuMaster:
                     try:
                         result = parser.feed(data)
                     except ModbusExceptionResponse:
-                        self._recovery_s = 0.0  # a valid answer all the same
+                        self._answered(unit, pdu)  # a valid answer all the same
                         raise
                     if result is not None:
-                        self._recovery_s = 0.0
+                        self._answered(unit, pdu)
                         return bytes(result)
                     continue
                 now = time.monotonic()
                 if got and (now - last_rx >= gap_s or now >= deadline):
                     result = parser.end_of_frame()  # raises for a truncated answer
                     if result is not None:
-                        self._recovery_s = 0.0
+                        self._answered(unit, pdu)
                         return bytes(result)
                 if now >= deadline:
+                    if self.recover_after_error:
+                        self._unanswered = ((unit, pdu), now)
                     raise NoAnswerError(
                         f"unit {unit} on {self.path} did not answer within "
                         f"{timeout_s * 1000:.0f} ms at {self.baud} baud 8{self.parity}"

@@ -4,12 +4,14 @@ are counted, a silent meter backs off while the others keep their wall-clock sch
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
 import pytest
 
 from edge.poller import BusPoller, MeterSpec, MeterStats
+from hw_sim.faults import Fault
 from hw_sim.scenario import Building
 from protocols.profiles import load_profile
 from protocols.quantities import channel_id
@@ -130,6 +132,57 @@ def test_bus_faults_are_counted_and_only_good_answers_become_readings() -> None:
         assert st.frame_errors == injected["truncated"] > 0
         assert st.polls_ok + st.polls_failed == 20
         assert _readings_by_channel(sink.readings) == _truth_by_channel(b, {"m1": 1})
+
+
+class _LateAnswers:
+    """In place of a meter's fault engine: a quarter of the answers delay_ms late, but never
+    two in a row (so the retry after a late answer is answered in time); seeded."""
+
+    def __init__(self, delay_ms: int) -> None:
+        self.delay_ms = delay_ms
+        self.rng = random.Random(3)
+        self.late = False
+
+    def draw(self, ts_ms: int) -> Fault | None:
+        self.late = not self.late and self.rng.random() < 0.25
+        return Fault("late_answer", {"delay_ms": self.delay_ms}) if self.late else None
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_a_late_answer_never_passes_for_the_answer_to_another_request(retries: int) -> None:
+    # A late answer (100 ms past the turnaround; the poller waits 80 ms) comes while the retry
+    # waits, or, without retries, when the next request would already be on the line. RTU
+    # answers carry no request id and these four requests have answers of one shape, so
+    # only silence on the line keeps a late answer (or the retry's own answer, after it) from
+    # being taken for the next request's: a voltage stored as power, and every later value of
+    # the poll shifted by one.
+    names = ("voltage_l1", "power_total", "voltage_l1_l2", "energy_import_l1")
+    with _building([{"name": "m1", "profile": "sdm630", "unit": 1}], 38400) as b:
+        b.bus().meters[1].faults = _LateAnswers(100)  # type: ignore[assignment]
+        sink = ListSink()
+        meter = MeterSpec(1, "m1", 1, load_profile("sdm630"), 1, names)
+        poller = BusPoller(_rtu(b.bus().path, 38400, timeout_ms=80, retries=retries), [meter], sink)
+        assert {r.count for r in poller.planner.plan_for(0)} == {2}  # four requests, one shape
+
+        async def go() -> None:
+            for tick in range(1000, 1008):
+                await poller.poll_tick(tick)
+                await asyncio.sleep(0.2)  # ticks come a second apart: no answer is that late
+            poller.master.close()
+
+        asyncio.run(go())
+        served: dict[int, list[Any]] = {}
+        for r in b.truth.values("m1"):
+            served.setdefault(channel_id(1, r["quantity"]), []).append(r["value"])
+        late = len(b.truth.faults("m1", fault="late_answer"))
+    got = _readings_by_channel(sink.readings)
+    for ch, values in got.items():
+        # each reading a value served for its own quantity, in order, none twice (after a
+        # late answer the meter served the request twice: the poller keeps one of the two)
+        left = iter(served[ch])
+        assert all(v in left for v in values), (ch, values, served[ch])
+    assert late >= 4 and poller.stats[1].timeouts >= late
+    assert {ch: len(v) >= 4 for ch, v in got.items()} == {channel_id(1, n): True for n in names}
 
 
 def test_silent_meter_backs_off_while_others_keep_schedule() -> None:
