@@ -174,7 +174,9 @@ def test_provisioned_edge_agent_gets_its_config_and_its_readings_reach_the_api(
             finally:
                 agent.stop()
                 await asyncio.wait_for(task, 20)
-            assert agent.store.depth == 0  # everything it read was acknowledged by the fleet
+            # everything it read was acknowledged by the fleet, but for the last poll, which
+            # may have been taken after the last batch went out (at most one per channel)
+            assert agent.store.depth <= len(want), agent.store.depth
             # it said goodbye: offline, same boot
             r = await api.get(f"/gateways/{GW}", headers=h)
             assert (r.json()["online"], r.json()["boot"]) == (False, 1)
