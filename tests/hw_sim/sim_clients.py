@@ -7,6 +7,8 @@ import serial
 
 from protocols import modbus, values
 
+_GAP_S = 0.05
+
 _PYMODBUS_TYPES = {
     "u16": "UINT16",
     "i16": "INT16",
@@ -41,7 +43,10 @@ class CodecClient:
         self.port = serial.Serial(path, baud, parity=parity, stopbits=stopbits, timeout=0)
         self.timeout_s = timeout_s
         bits = 10 + (parity != "N") + (stopbits - 1)
-        self.silence_s = modbus.silence_s(baud, bits)
+        # Silence that ends an answer cut short. Not t3.5 (1.75 ms at 115200): a PTY, like a
+        # USB adapter, hands bytes over in bursts (the kernel moves them in a worker thread,
+        # milliseconds late on a busy machine), so as edge.poller does, wait 50 ms.
+        self.gap_s = max(modbus.silence_s(baud, bits), _GAP_S)
 
     def request(self, unit, function, address, count):
         """Raw register bytes of one read; raises ModbusExceptionResponse, FrameError
@@ -61,7 +66,7 @@ class CodecClient:
                 if result is not None:
                     return result
             else:
-                if last_byte is not None and now - last_byte > self.silence_s:
+                if last_byte is not None and now - last_byte > self.gap_s:
                     parser.end_of_frame()  # the frame stopped short: TruncatedFrameError
                 time.sleep(0.0005)
         raise TimeoutError(f"unit {unit} did not answer within {self.timeout_s} s")
