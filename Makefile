@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup lint bench-quick clean
+.PHONY: demo test setup lint bench-quick bench screenshots clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -22,6 +22,13 @@ lint: setup
 bench-quick: setup
 	$(PY) -m bench.poll --quick --json
 	$(PY) -m bench.codec --quick --json
+
+bench: setup
+	$(PY) -m bench.all --json
+
+# Renders the main pages of the web UI to docs/screenshots/ (not committed) for the docs.
+screenshots: setup
+	$(PY) -m fleet.ui.screenshots docs/screenshots
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
