@@ -65,4 +65,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for router in ROUTERS:
         api.include_router(router)
     app.include_router(api)
+    from fleet.ui import mount as mount_ui  # the web UI under /ui (docs/ui.md)
+
+    mount_ui(app)
     return app
