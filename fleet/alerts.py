@@ -23,7 +23,11 @@ ERROR_RATE = "error_rate_high"
 COUNTER_BACKWARDS = "counter_backwards"
 BUFFER_FILLING = "buffer_filling"
 CLOCK_WRONG = "clock_wrong"
-KINDS = (OFFLINE, METER_SILENT, ERROR_RATE, COUNTER_BACKWARDS, BUFFER_FILLING, CLOCK_WRONG)
+BASE_LOAD_RISE = "base_load_rise"  # opened and closed by fleet/insight/watch.py
+KINDS = (
+    OFFLINE, METER_SILENT, ERROR_RATE, COUNTER_BACKWARDS, BUFFER_FILLING, CLOCK_WRONG,
+    BASE_LOAD_RISE,
+)  # fmt: skip
 DEFAULT_BATCH_INTERVAL_S = 10  # protocols/config.py: uplink.batch_interval_s
 _PRESENCE_LOCK = 0x464C46  # PostgreSQL advisory lock: one presence check at a time
 

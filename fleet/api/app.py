@@ -9,13 +9,16 @@ from fastapi.routing import APIRoute
 
 from fleet.api import errors
 from fleet.api.deps import ApiSettings
-from fleet.api.routers import alerts, config, identity, provisioning, registry
+from fleet.api.routers import alerts, config, identity, insight, provisioning, registry
 from fleet.db.registry import NotFound, RegistryError
 
 API_PREFIX = "/api/v1"
 # Routes anyone may call: login takes a password, the claim exchange a claim token.
 PUBLIC_ROUTES = {("POST", API_PREFIX + "/auth/login"), ("POST", API_PREFIX + "/provision/claim")}
-ROUTERS = (identity.router, registry.router, provisioning.router, config.router, alerts.router)
+ROUTERS = (
+    identity.router, registry.router, provisioning.router, config.router, alerts.router,
+    insight.router,
+)  # fmt: skip
 
 
 def api_routes() -> list[tuple[str, str, APIRoute]]:

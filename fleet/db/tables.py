@@ -371,5 +371,46 @@ alerts = Table(
 )
 
 
+# --- energy insight (fleet/insight, docs/insight.md) -----------------------------------
+
+# An organisation's own CO2 factors; where none is set for a carrier and year, the defaults
+# in fleet/insight/data/emission_factors.json apply.
+insight_emission_factors = Table(
+    "insight_emission_factors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
+    Column("carrier", String(32), nullable=False),  # electricity, natural_gas, district_heating
+    Column("year", Integer, nullable=False),
+    Column("kg_per_kwh", Float, nullable=False),
+    Column("source", Text, nullable=False, default=""),
+    Column("updated_ts_ms", BigInteger, nullable=False),
+    UniqueConstraint("org_id", "carrier", "year"),
+)
+
+# Per organisation: the night window of the base load and when a rise raises an alert.
+insight_settings = Table(
+    "insight_settings",
+    metadata,
+    Column("org_id", Integer, ForeignKey("organisations.id", ondelete="CASCADE"), primary_key=True),
+    Column("night_start_hour", Integer, nullable=False, default=0),  # local time, inclusive
+    Column("night_end_hour", Integer, nullable=False, default=4),  # local time, exclusive
+    Column("base_load_rise_share", Float, nullable=False, default=0.2),  # +20 % opens an alert
+    Column("baseline_weeks", Integer, nullable=False, default=4),
+    Column("updated_ts_ms", BigInteger, nullable=False),
+)
+
+# Per channel: what the meter measures when the quantity alone does not say (a heat meter on
+# district heating or a heat pump), a volume's energy content, and sub-meters, which building
+# totals leave out (their energy is already in the main meter's).
+insight_channels = Table(
+    "insight_channels",
+    metadata,
+    Column("channel_pk", Integer, ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True),
+    Column("carrier", String(32), nullable=True),
+    Column("kwh_per_unit", Float, nullable=True),  # e.g. kWh per m³ of gas from the gas bill
+    Column("submeter", Boolean, nullable=False, default=False),
+)
+
 # Tables F2/F3 append in fleet/db/tables_ops.py are part of the one schema (and its migrations).
 from fleet.db import tables_ops  # noqa: E402, F401  (imports metadata from this module)

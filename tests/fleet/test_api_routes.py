@@ -34,6 +34,8 @@ def _path(path: str, org: Org) -> str:
         "rollout_id": org.rollout_id,
         "alert_id": org.alert_id,
         "version": 1,
+        "carrier": "electricity",  # /insight/emission-factors/{carrier}/{year}
+        "year": 2023,
     }
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
@@ -52,6 +54,9 @@ BODIES: dict[str, Any] = {
     "/gateways/{gateway_id}/config": config(),
     "/gateways/{gateway_id}/config/rollback": {"version": 1},
     "/rollouts": {"patch": {"uplink": {"batch_interval_s": 20}}},
+    "/insight/settings": {"night_end_hour": 5},
+    "/insight/emission-factors": {"carrier": "electricity", "year": 2023, "kg_per_kwh": 0.3},
+    "/insight/sites/{site_id}/channel-settings": {"gateway_id": "gw-x-1", "channel": 284},
 }
 QUERIES = {
     "/gateways/{gateway_id}/telemetry": {"channel": 284, "start_ts_ms": 0, "end_ts_ms": 3600000},
