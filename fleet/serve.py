@@ -57,6 +57,7 @@ class ServeOptions:
     rollout_tick_s: float = 2.0
     compaction_interval_s: float = 60.0
     presence_interval_s: float = 10.0  # offline alerts (fleet.alerts.check_presence)
+    base_load_interval_s: float = 3600.0  # base-load rise alerts (fleet.insight.watch)
     alert_settings: AlertSettings = field(default_factory=AlertSettings)
     accounts_interval_s: float = 1.0
 
@@ -260,6 +261,7 @@ async def serve(
 def _periodic(opts: ServeOptions, engine: Engine) -> list[asyncio.Task[None]]:
     from fleet import alerts, rollouts
     from fleet.db.registry import now_ms
+    from fleet.insight import watch
     from fleet.telemetry import storage
 
     return [
@@ -278,5 +280,13 @@ def _periodic(opts: ServeOptions, engine: Engine) -> list[asyncio.Task[None]]:
                 lambda: alerts.run_presence_check(engine, now_ms(), opts.alert_settings),
             ),
             name="presence",
+        ),
+        asyncio.create_task(
+            _every(
+                opts.base_load_interval_s,
+                "base-load check",
+                lambda: watch.run_base_load_check(engine, now_ms()),
+            ),
+            name="base-load",
         ),
     ]
