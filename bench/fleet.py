@@ -42,10 +42,11 @@ gateways connected with will and birth, the fleet's presence records written). E
 subscribes like edge (ack, config/desired, state), verifies each desired envelope's signature,
 checks gateway and version, and reports "applied" (retained) -- it skips the schema validation
 a real gateway runs on its own CPU. `rollout_10k_s`: from POST /api/v1/rollouts (the
-gateways' first configuration, two SDM630; batches of 10 % of the targets (20 % with --quick,
-fewer of the fleet's 2-second ticks), rate 60,000 gateways/min) until GET says "completed" with
-every gateway applied; the polled counts split it into tick + delivery transaction and reports
-per stage. Mosquitto and this process get the hard RLIMIT_NOFILE (checked in /proc for the
+gateways' first configuration, two SDM630; batches of 10 % of the targets (20 % with --quick),
+rate 60,000 gateways/min) until GET says "completed" with every gateway applied; the polled
+counts (every 0.25 s) split it per stage into the wait for the next batch + its delivery
+transaction (the bridge advances a rollout as soon as a stage's reports are in, docs/fleet.md)
+and the round trip to the gateways until every report is recorded. Mosquitto and this process get the hard RLIMIT_NOFILE (checked in /proc for the
 broker).
 
 Also reported: CPU cores busy per process (fleet, broker, gateways, PostgreSQL) and readings
@@ -767,7 +768,7 @@ def _print(r: dict[str, Any], out: Any, quick: bool) -> None:
         ),
         ("  POST /rollouts (validates all)", n(r["rollout_create_request_s"], " s"), "", "", ""),
         (
-            f"  {r['rollout_stages']} stages: tick + delivery",
+            f"  {r['rollout_stages']} stages: wait + delivery",
             n(r["rollout_tick_and_deliver_s"], " s"),
             "",
             "",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -184,34 +184,108 @@ def set_desired(
     """Store doc as the gateway's next version, make it the desired one and queue its signed
     envelope for gw/<id>/config/desired (retained). Also registers the document's devices and
     channels, so ingest accepts their readings. Returns the document and the envelope."""
-    gw = _gateway(conn, gateway_id)
-    if gw["signing_key"] is None:
-        raise ConfigInvalid([f": gateway {gateway_id} has no signing key; provision it first"])
-    version = latest_version(conn, gateway_id) + 1
-    if version > MAX_VERSION:
-        raise ConfigInvalid([f"version: gateway {gateway_id} has used every version number"])
-    body = prepare(gateway_id, doc, version)
-    conn.execute(
-        sa.insert(t.config_documents).values(
-            gateway_id=gateway_id,
-            version=version,
-            body=body,
-            created_by=created_by,
-            created_ts_ms=now_ms,
-            rollout_id=rollout_id,
-            comment=comment,
-        )
+    done, refused = set_desired_many(
+        conn, {gateway_id: doc}, now_ms, created_by, comment, rollout_id
     )
+    if gateway_id in refused:
+        raise refused[gateway_id]
+    return done[gateway_id]
+
+
+def set_desired_many(
+    conn: Connection,
+    docs: Mapping[str, Any],
+    now_ms: int,
+    created_by: int | None = None,
+    comment: str = "",
+    rollout_id: int | None = None,
+) -> tuple[dict[str, tuple[StoredDocument, bytes]], dict[str, ConfigInvalid | UnknownGateway]]:
+    """set_desired for many gateways (a rollout's batch) with a few statements for all of them
+    instead of several per gateway. Returns (document and envelope per gateway stored, the
+    refusal per gateway not stored: UnknownGateway or ConfigInvalid); a refusal stores nothing
+    for that gateway and costs the others nothing."""
+    g, cd = t.gateways.c, t.config_documents.c
+    keys: dict[str, bytes | None] = {}
+    latest: dict[str, int] = {}
+    for chunk in _chunks(list(docs)):
+        for gid, key in conn.execute(sa.select(g.id, g.signing_key).where(g.id.in_(chunk))):
+            keys[gid] = None if key is None else bytes(key)
+        latest.update(
+            conn.execute(
+                sa.select(cd.gateway_id, sa.func.max(cd.version))
+                .where(cd.gateway_id.in_(chunk))
+                .group_by(cd.gateway_id)
+            ).all()
+        )
+    refused: dict[str, ConfigInvalid | UnknownGateway] = {}
+    ready: list[tuple[str, int, str, bytes]] = []
+    for gid, doc in docs.items():
+        if gid not in keys:
+            refused[gid] = UnknownGateway(f"gateway {gid} not found")
+            continue
+        key = keys[gid]
+        if key is None:
+            refused[gid] = ConfigInvalid(
+                [f": gateway {gid} has no signing key; provision it first"]
+            )
+            continue
+        version = int(latest.get(gid) or 0) + 1
+        if version > MAX_VERSION:
+            refused[gid] = ConfigInvalid([f"version: gateway {gid} has used every version number"])
+            continue
+        try:
+            ready.append((gid, version, prepare(gid, doc, version), key))
+        except ConfigInvalid as e:
+            refused[gid] = e
+    if not ready:
+        return {}, refused
+    conn.execute(
+        sa.insert(t.config_documents),
+        [
+            {"gateway_id": gid, "version": version, "body": body, "created_by": created_by,
+             "created_ts_ms": now_ms, "rollout_id": rollout_id, "comment": comment}
+            for gid, version, body, _ in ready
+        ],
+    )  # fmt: skip
     conn.execute(
         sa.update(t.gateways)
-        .where(t.gateways.c.id == gateway_id)
-        .values(desired_config_version=version)
+        .where(g.id == sa.bindparam("b_id"))
+        .values(desired_config_version=sa.bindparam("b_version")),
+        [{"b_id": gid, "b_version": version} for gid, version, _, _ in ready],
     )
-    registry.sync_devices_from_config(conn, gateway_id, json.loads(body))
-    envelope = make_envelope(body, bytes(gw["signing_key"]))
-    outbox.publish_desired(conn, gateway_id, envelope)
-    stored = StoredDocument(gateway_id, version, body, now_ms, created_by, comment, rollout_id)
-    return stored, envelope
+    done: dict[str, tuple[StoredDocument, bytes]] = {}
+    for gid, version, body, key in ready:
+        registry.sync_devices_from_config(conn, gid, json.loads(body))
+        stored = StoredDocument(gid, version, body, now_ms, created_by, comment, rollout_id)
+        done[gid] = (stored, make_envelope(body, key))
+    outbox.publish_desired_many(conn, [(gid, envelope) for gid, (_, envelope) in done.items()])
+    return done, refused
+
+
+def current_documents(conn: Connection, gateway_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The desired (newest) document of each given gateway that has one, in a few queries."""
+    cd = t.config_documents.c
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(list(gateway_ids)):
+        newest = (
+            sa.select(cd.gateway_id, sa.func.max(cd.version).label("version"))
+            .where(cd.gateway_id.in_(chunk))
+            .group_by(cd.gateway_id)
+            .subquery()
+        )
+        rows = conn.execute(
+            sa.select(cd.gateway_id, cd.body).join(
+                newest, (cd.gateway_id == newest.c.gateway_id) & (cd.version == newest.c.version)
+            )
+        )
+        out.update((gid, json.loads(body)) for gid, body in rows)
+    return out
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
+    """Lists short enough for an IN (...) on every engine."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def rollback_to(
@@ -285,18 +359,39 @@ def select_gateways(
 
 def record_reported(
     conn: Connection, gateway_id: str, report: dict[str, Any], now_ms: int | None = None
-) -> None:
+) -> int | None:
     """Record a gateway's config/reported message (decoded by protocols.messages.decode_reported;
     the bridge calls this in a transaction). Sets the version it runs and updates the rollout
-    target waiting for desired_version: applied, failed (rejected) or rolled_back."""
+    target waiting for desired_version: applied, failed (rejected) or rolled_back. Returns that
+    target's rollout (None if no rollout waited for this report), for the caller to advance."""
+    ts = now_ms if now_ms is not None else report["ts_ms"]
+    return next(iter(record_reported_many(conn, [(gateway_id, report)], ts)), None)
+
+
+def record_reported_many(
+    conn: Connection, reports: list[tuple[str, dict[str, Any]]], now_ms: int
+) -> set[int]:
+    """record_reported for (gateway id, report) pairs in arrival order, with a few statements
+    for all of them (the bridge's group of reports); reports of unknown gateways change
+    nothing. Returns the rollouts of which they settled a target."""
     from fleet import rollouts  # rollouts imports this module
 
-    ts = now_ms if now_ms is not None else report["ts_ms"]
+    if not reports:
+        return set()
+    last: dict[str, int] = {}
+    for gateway_id, report in reports:
+        last[gateway_id] = report["version"]  # the newest report of a gateway wins
     conn.execute(
         sa.update(t.gateways)
-        .where(t.gateways.c.id == gateway_id)
-        .values(reported_config_version=report["version"])
+        .where(t.gateways.c.id == sa.bindparam("b_id"))
+        .values(reported_config_version=sa.bindparam("b_version")),
+        [{"b_id": gid, "b_version": v} for gid, v in sorted(last.items())],
     )
-    rollouts.on_report(
-        conn, gateway_id, report["desired_version"], report["status"], report.get("reason"), ts
+    return rollouts.on_reports(
+        conn,
+        [
+            rollouts.Report(gid, r["desired_version"], r["status"], r.get("reason"))
+            for gid, r in reports
+        ],
+        now_ms,
     )

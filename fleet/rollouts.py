@@ -1,12 +1,15 @@
 """Staged configuration rollouts (contract 5): a JSON merge patch goes to a chosen set of
 gateways in batches at a chosen rate, first a small share, and halts by itself when the share
 of failures passes a threshold; halt, resume, cancel; per-gateway state queued -> delivered ->
-applied | failed | rolled_back. The server calls tick() periodically; delivery goes through
-config_service.set_desired, which queues the envelope in the MQTT outbox (no MQTT here)."""
+applied | failed | rolled_back. The server calls tick() periodically, and the MQTT bridge calls
+it for a rollout as soon as a report settles one of its targets (so the next batch need not wait
+for the period); delivery goes through config_service.set_desired_many, which queues the envelope in
+the MQTT outbox (no MQTT here)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +42,15 @@ class TickResult:
     failed: int = 0
     halted: list[int] = field(default_factory=list)
     completed: list[int] = field(default_factory=list)
+    # rollout id -> when (ms) it may deliver its next batch, for those held back by their rate
+    due_ms: dict[int, int] = field(default_factory=dict)
+
+    def add(self, other: TickResult) -> None:
+        self.delivered += other.delivered
+        self.failed += other.failed
+        self.halted += other.halted
+        self.completed += other.completed
+        self.due_ms.update(other.due_ms)
 
 
 def create(
@@ -75,9 +87,10 @@ def create(
     if not targets:
         raise RolloutError("no accepted gateway of your organisation matches the selection")
     errors: list[str] = []
+    current = config_service.current_documents(conn, targets)
     for gw in targets:
         try:
-            config_service.prepare(gw, _patched(conn, gw, patch), 1)
+            config_service.prepare(gw, _patched(current, gw, patch), 1)
         except ConfigInvalid as e:
             errors += [f"{gw}: {err}" for err in e.errors]
         if len(errors) >= _MAX_CREATE_ERRORS:
@@ -117,12 +130,10 @@ def create(
     return rollout_id
 
 
-def _patched(conn: Connection, gateway_id: str, patch: dict[str, Any]) -> dict[str, Any]:
-    try:
-        current = config_service.get_document(conn, gateway_id).doc
-    except config_service.UnknownVersion:
-        current = {}
-    doc = config_service.merge_patch(current, patch)
+def _patched(current: dict[str, dict[str, Any]], gateway_id: str, patch: dict[str, Any]) -> Any:
+    """The gateway's current document (from config_service.current_documents) with the patch
+    applied, without its version: each gateway gets its own next one."""
+    doc = config_service.merge_patch(current.get(gateway_id, {}), patch)
     doc.pop("version", None)
     return doc
 
@@ -203,6 +214,23 @@ def cancel(conn: Connection, rollout_id: int, now_ms: int) -> None:
     _set_state(conn, rollout_id, CANCELLED, now_ms)
 
 
+@dataclass(frozen=True)
+class Report:
+    """What a gateway reported of a desired version (protocols.messages.decode_reported)."""
+
+    gateway_id: str
+    desired_version: int
+    status: str
+    reason: str | None
+
+
+_REPORTED_STATE = {
+    messages.REPORT_APPLIED: APPLIED,
+    messages.REPORT_REJECTED: FAILED,
+    messages.REPORT_ROLLED_BACK: ROLLED_BACK,
+}
+
+
 def on_report(
     conn: Connection,
     gateway_id: str,
@@ -210,25 +238,60 @@ def on_report(
     status: str,
     reason: str | None,
     now_ms: int,
-) -> None:
-    """A gateway reported what became of desired_version (config_service.record_reported)."""
-    state = {
-        messages.REPORT_APPLIED: APPLIED,
-        messages.REPORT_REJECTED: FAILED,
-        messages.REPORT_ROLLED_BACK: ROLLED_BACK,
-    }.get(status)
-    if state is None:
-        return
-    rt = t.rollout_targets.c
-    conn.execute(
-        sa.update(t.rollout_targets)
-        .where(
-            rt.gateway_id == gateway_id,
-            rt.config_version == desired_version,
-            rt.state == DELIVERED,
+) -> int | None:
+    """A gateway reported what became of desired_version (config_service.record_reported).
+    Returns the rollout whose target this settled (None: no rollout was waiting for it)."""
+    settled = on_reports(conn, [Report(gateway_id, desired_version, status, reason)], now_ms)
+    return next(iter(settled), None)
+
+
+def on_reports(conn: Connection, reports: list[Report], now_ms: int) -> set[int]:
+    """on_report for many reports with a few statements (the bridge's group of reports); the
+    rollouts of which they settled at least one target. Reports of one target in one call
+    apply by kind in the order the kinds first appear (applied, then a rollback after it)."""
+    # The document names the rollout that issued it: the target is then found by its primary
+    # key, not by scanning every rollout's targets for the gateway (one scan per report made
+    # recording the reports of a 10,000-gateway rollout quadratic).
+    cd = t.config_documents.c
+    keys = sorted({(r.gateway_id, r.desired_version) for r in reports})
+    issued: dict[tuple[str, int], int] = {}
+    for i in range(0, len(keys), 500):
+        rows = conn.execute(
+            sa.select(cd.gateway_id, cd.version, cd.rollout_id).where(
+                sa.tuple_(cd.gateway_id, cd.version).in_(keys[i : i + 500]),
+                cd.rollout_id.is_not(None),
+            )
         )
-        .values(state=state, reason=reason, updated_ts_ms=now_ms)
-    )
+        issued.update(((gw, int(v)), int(rid)) for gw, v, rid in rows)
+    # one executemany per (rollout, new state), in the order the reports came
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in reports:
+        state = _REPORTED_STATE.get(r.status)
+        rollout_id = issued.get((r.gateway_id, r.desired_version))
+        if state is None or rollout_id is None:
+            continue
+        groups.setdefault((rollout_id, state), []).append(
+            {"b_gw": r.gateway_id, "b_version": r.desired_version, "b_reason": r.reason}
+        )
+    rt = t.rollout_targets.c
+    settled: set[int] = set()
+    for (rollout_id, state), params in groups.items():
+        # A rollback follows "applied": the trial found the running document broken.
+        from_states = (DELIVERED, APPLIED) if state == ROLLED_BACK else (DELIVERED,)
+        done = conn.execute(
+            sa.update(t.rollout_targets)
+            .where(
+                rt.rollout_id == rollout_id,
+                rt.gateway_id == sa.bindparam("b_gw"),
+                rt.config_version == sa.bindparam("b_version"),
+                sa.or_(*(rt.state == s for s in from_states)),  # no IN: executemany
+            )
+            .values(state=state, reason=sa.bindparam("b_reason"), updated_ts_ms=now_ms),
+            params,
+        ).rowcount
+        if done:
+            settled.add(rollout_id)
+    return settled
 
 
 def _batch_len(r: Any, total: int) -> int:
@@ -237,6 +300,43 @@ def _batch_len(r: Any, total: int) -> int:
     if r["batch_share"]:
         return max(1, math.ceil(float(r["batch_share"]) * total))
     return total
+
+
+def _over_threshold(r: Any, c: dict[str, int]) -> str | None:
+    """Why the rollout must halt (its failure share since the last resume passed the
+    threshold), or None."""
+    failed = c[FAILED] + c[ROLLED_BACK] - int(r["change"].get("baseline_failed", 0))
+    finished = (
+        c[FAILED] + c[ROLLED_BACK] + c[APPLIED] - int(r["change"].get("baseline_finished", 0))
+    )
+    if finished > 0 and failed / finished > r["failure_threshold"]:
+        return (
+            f"{failed} of {finished} gateways failed ({failed / finished:.0%}), more than the "
+            f"threshold of {r['failure_threshold']:.0%}"
+        )
+    return None
+
+
+def should_advance(conn: Connection, rollout_id: int) -> bool:
+    """Whether advance() has work now for a running rollout whose targets just got reports: its
+    stage settled (no target awaits a report) or its failures passed the threshold."""
+    try:
+        r = get(conn, rollout_id)
+    except UnknownRollout:
+        return False
+    if r["state"] != RUNNING:
+        return False
+    return r["counts"][DELIVERED] == 0 or _over_threshold(r, r["counts"]) is not None
+
+
+def ready_ids(conn: Connection) -> list[int]:
+    """Running rollouts no target of which awaits a report: advance() delivers their next batch
+    (rate permitting) or completes them. One read, no lock: for a bridge to notice a new
+    rollout, or a stage settled on another instance, sooner than the periodic tick."""
+    r, rt = t.rollouts.c, t.rollout_targets.c
+    waiting = sa.exists().where(rt.rollout_id == r.id, rt.state == DELIVERED)
+    q = sa.select(r.id).where(r.state == RUNNING, ~waiting).order_by(r.id)
+    return list(conn.execute(q).scalars())
 
 
 def advance(conn: Connection, rollout_id: int, now_ms: int) -> TickResult:
@@ -265,15 +365,8 @@ def advance(conn: Connection, rollout_id: int, now_ms: int) -> TickResult:
     if r["state"] != RUNNING:
         return result
     c = counts(conn, rollout_id)
-    failed = c[FAILED] + c[ROLLED_BACK] - int(r["change"].get("baseline_failed", 0))
-    finished = (
-        c[FAILED] + c[ROLLED_BACK] + c[APPLIED] - int(r["change"].get("baseline_finished", 0))
-    )
-    if finished > 0 and failed / finished > r["failure_threshold"]:
-        reason = (
-            f"{failed} of {finished} gateways failed ({failed / finished:.0%}), more than the "
-            f"threshold of {r['failure_threshold']:.0%}"
-        )
+    reason = _over_threshold(r, c)
+    if reason is not None:
         _set_state(conn, rollout_id, HALTED, now_ms, halt_reason=reason)
         result.halted.append(rollout_id)
         return result
@@ -288,8 +381,9 @@ def advance(conn: Connection, rollout_id: int, now_ms: int) -> TickResult:
     size = _batch_len(r, total)
     started = c[QUEUED] < total
     if r["rate_per_min"] and started:
-        wait_ms = size / float(r["rate_per_min"]) * 60_000
-        if now_ms - r["updated_ts_ms"] < wait_ms:
+        due_ms = r["updated_ts_ms"] + math.ceil(size / float(r["rate_per_min"]) * 60_000)
+        if now_ms < due_ms:
+            result.due_ms[rollout_id] = due_ms
             return result
     # Claim this step: a second fleet instance ticking the same rollout updates no row and stops.
     claimed = conn.execute(
@@ -310,56 +404,51 @@ def advance(conn: Connection, rollout_id: int, now_ms: int) -> TickResult:
         .all()
     )
     patch = r["change"]["patch"]
-    for gw in batch:
-        where = (rt.rollout_id == rollout_id) & (rt.gateway_id == gw)
-        try:
-            stored, _ = config_service.set_desired(
-                conn,
-                gw,
-                _patched(conn, gw, patch),
-                now_ms,
-                created_by=r["created_by"],
-                comment=f"rollout {rollout_id}",
-                rollout_id=rollout_id,
-            )
-        except (ConfigInvalid, config_service.UnknownGateway) as e:
-            conn.execute(
-                sa.update(t.rollout_targets)
-                .where(where)
-                .values(state=FAILED, reason=str(e), updated_ts_ms=now_ms)
-            )
-            result.failed += 1
-            continue
+    current = config_service.current_documents(conn, batch)
+    docs = {gw: _patched(current, gw, patch) for gw in batch}
+    done, refused = config_service.set_desired_many(
+        conn,
+        docs,
+        now_ms,
+        created_by=r["created_by"],
+        comment=f"rollout {rollout_id}",
+        rollout_id=rollout_id,
+    )
+    target = (rt.rollout_id == rollout_id) & (rt.gateway_id == sa.bindparam("b_gw"))
+    if refused:
         conn.execute(
             sa.update(t.rollout_targets)
-            .where(where)
-            .values(state=DELIVERED, config_version=stored.version, updated_ts_ms=now_ms)
+            .where(target)
+            .values(state=FAILED, reason=sa.bindparam("b_reason"), updated_ts_ms=now_ms),
+            [{"b_gw": gw, "b_reason": str(e)} for gw, e in sorted(refused.items())],
         )
-        result.delivered += 1
+        result.failed += len(refused)
+    if done:
+        conn.execute(
+            sa.update(t.rollout_targets)
+            .where(target)
+            .values(
+                state=DELIVERED, config_version=sa.bindparam("b_version"), updated_ts_ms=now_ms
+            ),
+            [{"b_gw": gw, "b_version": stored.version} for gw, (stored, _) in sorted(done.items())],
+        )
+        result.delivered += len(done)
     return result
 
 
-def tick(engine: Engine, now_ms: int) -> TickResult:
-    """Advance every unfinished rollout, each in its own transaction. The server calls this
-    every few seconds (any number of fleet instances may: a step is claimed by one)."""
+def tick(engine: Engine, now_ms: int, rollout_ids: Iterable[int] | None = None) -> TickResult:
+    """Advance every unfinished rollout (or only those of rollout_ids), each in its own
+    transaction. The server calls this every few seconds, the bridge when reports settled
+    targets (any number of fleet instances may: a step is claimed by one)."""
     total = TickResult()
+    q = sa.select(t.rollouts.c.id).where(t.rollouts.c.state.in_((RUNNING, HALTED, CANCELLED)))
+    if rollout_ids is not None:
+        q = q.where(t.rollouts.c.id.in_(list(rollout_ids)))
     with engine.connect() as conn:
-        ids = (
-            conn.execute(
-                sa.select(t.rollouts.c.id).where(
-                    t.rollouts.c.state.in_((RUNNING, HALTED, CANCELLED))
-                )
-            )
-            .scalars()
-            .all()
-        )
+        ids = conn.execute(q.order_by(t.rollouts.c.id)).scalars().all()
     for rollout_id in ids:
         with transaction(engine) as conn:
-            res = advance(conn, rollout_id, now_ms)
-        total.delivered += res.delivered
-        total.failed += res.failed
-        total.halted += res.halted
-        total.completed += res.completed
+            total.add(advance(conn, rollout_id, now_ms))
     return total
 
 

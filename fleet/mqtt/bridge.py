@@ -4,6 +4,13 @@ provisioning requests, and the outbox (desired configs) published by whichever i
 it. Owns one broker connection; the rules live elsewhere (fleet.telemetry.ingest,
 fleet.db.registry, fleet.alerts, fleet.config_service, fleet.mqtt.provisioning).
 
+Messages that change the database are handled in groups, one transaction per group (telemetry
+with group commit; presence, status and config reports with each gateway's messages in arrival
+order), because one transaction per message was what limited a rollout to thousands of
+gateways. A config report that settles the last pending gateway of a rollout stage (or pushes
+its failures past the threshold) advances that rollout at once instead of at the server's next
+periodic tick.
+
 Subscriptions: with a broker that has shared subscriptions, ``$share/fleet/gw/+/tele``,
 ``.../status`` and ``$share/fleet/prov/+/request`` (each message to one instance), and
 ``gw/+/state`` and ``gw/+/config/reported`` plainly (every instance reads the retained ones; the
@@ -20,12 +27,12 @@ import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiomqtt
 from sqlalchemy import Engine
 
-from fleet import alerts
+from fleet import alerts, config_service, rollouts
 from fleet.db import registry
 from fleet.db.engine import transaction
 from fleet.mqtt import acl, provisioning, store
@@ -35,6 +42,9 @@ from protocols.codec import CodecError
 log = logging.getLogger("fleet.mqtt.bridge")
 
 SHARE_GROUP = "fleet"
+# aiomqtt warns once per publish when more publishes than this await their PUBACK; the outbox
+# and the acks of a group commit legitimately have thousands in flight.
+PENDING_PUBLISHES_WARNING = 10_000
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,9 @@ class BridgeSettings:
     group_commit_max: int = 256  # batches per ingest transaction
     group_commit_wait_s: float = 0.002  # how long a batch may wait for others to join it
     outbox_interval_s: float = 0.2
-    outbox_batch: int = 500
+    outbox_batch: int = 1000  # rows claimed and published at once
+    db_group_max: int = 500  # presence/status/report messages per transaction
+    rollout_poll_s: float = 0.5  # look for rollouts ready to go on (fleet.rollouts.ready_ids)
     reconnect_s: float = 1.0
     keepalive_s: int = 30
 
@@ -69,6 +81,22 @@ class BridgeCounters:
     provisioning_requests: int = 0
     outbox_published: int = 0
     bad_messages: int = 0
+
+
+D = TypeVar("D")
+
+
+@dataclass(frozen=True)
+class _GroupedKind(Generic[D]):
+    """How the bridge handles one kind of message in groups: decode (in the worker thread,
+    outside the transaction; CodecError = a bad message, None = nothing to do), then apply the
+    decoded (gateway, message) pairs in the group's transaction; apply returns the rollouts
+    whose targets the messages settled."""
+
+    name: str
+    decode: Callable[[str, bytes], D | None]
+    apply: Callable[[Any, list[tuple[str, D]], int], set[int]]
+    count: Callable[[BridgeCounters, int], None]
 
 
 # ingest([(gateway_id, payload), ...]) in one transaction -> per batch the ack to publish
@@ -104,6 +132,16 @@ class Bridge:
         self._slots = asyncio.Semaphore(settings.ingest_workers)
         self._outbox_wake = asyncio.Event()
         self._tele: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._grouped: dict[str, _GroupedKind[Any]] = {
+            "state": _GroupedKind("state", _decode_state, _apply_states, _count_states),
+            "status": _GroupedKind("status", _decode_status, _apply_statuses, _count_statuses),
+            "config/reported": _GroupedKind(
+                "config/reported", _decode_reported, _apply_reports, _count_reports
+            ),
+        }
+        self._db_queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {}
+        self._rollout_wake = asyncio.Event()
+        self._rollout_ids: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- public -------------------------------------------------------------------------
@@ -154,6 +192,7 @@ class Bridge:
             timeout=10,
             max_inflight_messages=200,
         ) as client:
+            client.pending_calls_threshold = PENDING_PUBLISHES_WARNING
             for f in self._filters():
                 await client.subscribe(f, qos=1)
             self._client = client
@@ -161,9 +200,16 @@ class Bridge:
             self.connected.set()
             log.info("bridge %s connected to %s:%d", s.instance, s.host, s.port)
             self._tele = asyncio.Queue()  # batches of a lost connection are resent anyway
+            # QoS 1 messages of a lost connection come again (or are retained)
+            self._db_queues = {kind: asyncio.Queue() for kind in self._grouped}
             loops = [
                 asyncio.create_task(self._outbox_loop(client), name="bridge-outbox"),
                 asyncio.create_task(self._ingest_loop(client), name="bridge-ingest"),
+                asyncio.create_task(self._rollout_loop(), name="bridge-rollouts"),
+                *(
+                    asyncio.create_task(self._db_loop(kind), name=f"bridge-{kind}")
+                    for kind in self._grouped
+                ),
             ]
             try:
                 async for msg in client.messages:
@@ -197,12 +243,8 @@ class Bridge:
         if kind == "tele":
             self.counters.batches += 1
             self._tele.put_nowait((gateway, payload))
-        elif kind == "state":
-            self._spawn(self._in_db(self._on_state, gateway, payload))
-        elif kind == "status":
-            self._spawn(self._in_db(self._on_status, gateway, payload))
-        elif kind == "config/reported":
-            self._spawn(self._in_db(self._on_reported, gateway, payload))
+        elif kind in self._db_queues:
+            self._db_queues[kind].put_nowait((gateway, payload))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -255,59 +297,114 @@ class Bridge:
 
     # -- presence, status, config reports ----------------------------------------------------
 
-    async def _in_db(self, handler: Callable[[str, bytes], None], gateway: str, payload: bytes):
-        try:
-            await self._run_in_pool(handler, gateway, payload)
-        except CodecError as e:
-            self.counters.bad_messages += 1
-            log.warning("ignoring a message from %s: %s", gateway, e)
-        except Exception:
-            log.exception("could not handle a message from %s", gateway)
+    async def _db_loop(self, kind: str) -> None:
+        """Handle one kind in arrival order: whatever queued up while the previous group was
+        in the database goes in the next transaction (up to db_group_max messages)."""
+        queue = self._db_queues[kind]
+        handler = self._grouped[kind]
+        while True:
+            items = [await queue.get()]
+            while len(items) < self.settings.db_group_max and not queue.empty():
+                items.append(queue.get_nowait())
+            try:
+                touched = await self._run_in_pool(self._handle_group, handler, items)
+            except Exception:
+                log.exception("could not handle %d %s messages", len(items), kind)
+                continue
+            if touched:
+                self._wake_rollouts(touched)
 
-    def _on_state(self, gateway: str, payload: bytes) -> None:
-        if not payload:
-            return  # a cleared retained message
-        state = messages.decode_state(payload)
-        if state["gateway"] != gateway:
-            raise CodecError(f"state: gateway {state['gateway']!r} on the topic of {gateway!r}")
-        with transaction(self.engine) as conn:
-            registry.set_presence(
-                conn,
-                gateway,
-                online=state["online"],
-                boot=state["boot"],
-                session=state["session"],
-                ts_ms=store.now_ms(),
-                fw_version=state["fw_version"],
-                config_version=state["config_version"],
-            )
-        self.counters.states += 1
-
-    def _on_status(self, gateway: str, payload: bytes) -> None:
-        status = messages.decode_status(payload)
-        if status["gateway"] != gateway:
-            raise CodecError(f"status: gateway {status['gateway']!r} on the topic of {gateway!r}")
+    def _handle_group(self, kind: _GroupedKind[Any], items: list[tuple[str, bytes]]) -> set[int]:
+        """Decode every message, apply the good ones in one transaction; if that transaction
+        fails, each message again in its own, so one message the database refuses costs no
+        other. Returns the rollouts to advance."""
+        decoded = []
+        for gateway, payload in items:
+            try:
+                d = kind.decode(gateway, payload)
+            except CodecError as e:
+                self.counters.bad_messages += 1
+                log.warning("ignoring a %s message from %s: %s", kind.name, gateway, e)
+                continue
+            if d is not None:
+                decoded.append((gateway, d))
+        if not decoded:
+            return set()
+        # one lock order for every instance (PostgreSQL); stable, so a gateway's own messages
+        # keep their order (a birth before its will)
+        decoded.sort(key=lambda item: item[0])
         now = store.now_ms()
-        with transaction(self.engine) as conn:
-            row = registry.get_gateway(conn, gateway)
-            if row is not None:
-                previous = row["last_status"] or None  # the status before this one
-                registry.record_status(conn, gateway, status, now)
-                alerts.check_status(conn, gateway, status, previous, now)
-        self.counters.statuses += 1
+        touched: set[int] = set()
+        try:
+            with transaction(self.engine) as conn:
+                touched = kind.apply(conn, decoded, now)
+                touched = {r for r in touched if rollouts.should_advance(conn, r)}
+            kind.count(self.counters, len(decoded))
+            return touched
+        except Exception:
+            if len(decoded) == 1:
+                log.exception("could not handle a %s message from %s", kind.name, decoded[0][0])
+                return set()
+            log.warning(
+                "a group of %d %s messages failed; handling them one by one",
+                len(decoded),
+                kind.name,
+                exc_info=True,
+            )
+        touched = set()
+        for gateway, d in decoded:
+            try:
+                with transaction(self.engine) as conn:
+                    settled = kind.apply(conn, [(gateway, d)], now)
+                    touched |= {r for r in settled if rollouts.should_advance(conn, r)}
+                kind.count(self.counters, 1)
+            except Exception:
+                log.exception("could not handle a %s message from %s", kind.name, gateway)
+        return touched
 
-    def _on_reported(self, gateway: str, payload: bytes) -> None:
-        if not payload:
-            return
-        report = messages.decode_reported(payload)
-        if report["gateway"] != gateway:
-            raise CodecError(f"report: gateway {report['gateway']!r} on the topic of {gateway!r}")
-        from fleet import config_service
+    # -- rollouts ------------------------------------------------------------------------
 
-        with transaction(self.engine) as conn:
-            if registry.get_gateway(conn, gateway) is not None:
-                config_service.record_reported(conn, gateway, report, store.now_ms())
-        self.counters.reports += 1
+    def _wake_rollouts(self, rollout_ids: set[int]) -> None:
+        self._rollout_ids |= rollout_ids
+        self._rollout_wake.set()
+
+    async def _rollout_loop(self) -> None:
+        """Advance rollouts as soon as they can go on: woken when reports settled a stage (or
+        failed a gateway), and every rollout_poll_s for rollouts ready without a report here
+        (just created, or settled through another instance). One tick at a time; wakes that
+        come meanwhile are taken together. A rollout held back by its rate is left alone until
+        it is due. The server's periodic tick still covers report timeouts."""
+        loop = asyncio.get_running_loop()
+        not_before: dict[int, int] = {}  # rollout id -> due ms (rate)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.rollout_poll_s):
+                    await self._rollout_wake.wait()
+            self._rollout_wake.clear()
+            ids, self._rollout_ids = self._rollout_ids, set()
+            try:
+                if not ids:
+                    ids = set(await self._run_in_pool(self._ready_rollouts))
+                now = store.now_ms()
+                ids = {i for i in ids if not_before.get(i, 0) <= now}
+                if not ids:
+                    continue
+                res = await self._run_in_pool(rollouts.tick, self.engine, now, ids)
+            except Exception:
+                log.exception("could not advance rollouts %s; the periodic tick will", sorted(ids))
+                continue
+            if res.delivered:
+                self.notify_outbox()
+            for rollout_id, due_ms in res.due_ms.items():
+                not_before[rollout_id] = due_ms
+                delay_s = max(0.0, (due_ms - store.now_ms()) / 1000) + 0.002
+                loop.call_later(delay_s, self._wake_rollouts, {rollout_id})
+            for rollout_id in ids - set(res.due_ms):
+                not_before.pop(rollout_id, None)
+
+    def _ready_rollouts(self) -> list[int]:
+        with self.engine.connect() as conn:
+            return rollouts.ready_ids(conn)
 
     # -- provisioning -------------------------------------------------------------------------
 
@@ -347,15 +444,84 @@ class Bridge:
             except Exception:
                 log.exception("could not read the MQTT outbox; retrying")
                 rows = []
-            for i in range(0, len(rows), 100):
-                chunk = rows[i : i + 100]
+            if rows:
+                # all at once: paho keeps max_inflight_messages in flight and queues the rest
                 await asyncio.gather(
-                    *(client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in chunk)
+                    *(client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in rows)
                 )
-                await self._run_in_pool(self._done, [m.id for m in chunk])
-                self.counters.outbox_published += len(chunk)
+                await self._run_in_pool(self._done, [m.id for m in rows])
+                self.counters.outbox_published += len(rows)
             if len(rows) >= self.settings.outbox_batch:
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.outbox_interval_s):
                     await self._outbox_wake.wait()
+
+
+# -- the grouped kinds: decode outside the transaction, apply inside it -----------------------
+
+
+def _decode_state(gateway: str, payload: bytes) -> dict[str, Any] | None:
+    if not payload:
+        return None  # a cleared retained message
+    state = messages.decode_state(payload)
+    if state["gateway"] != gateway:
+        raise CodecError(f"state: gateway {state['gateway']!r} on the topic of {gateway!r}")
+    return state
+
+
+def _apply_states(conn: Any, states: list[tuple[str, dict[str, Any]]], now: int) -> set[int]:
+    for gateway, state in states:
+        registry.set_presence(
+            conn,
+            gateway,
+            online=state["online"],
+            boot=state["boot"],
+            session=state["session"],
+            ts_ms=now,
+            fw_version=state["fw_version"],
+            config_version=state["config_version"],
+        )
+    return set()
+
+
+def _decode_status(gateway: str, payload: bytes) -> dict[str, Any]:
+    status = messages.decode_status(payload)
+    if status["gateway"] != gateway:
+        raise CodecError(f"status: gateway {status['gateway']!r} on the topic of {gateway!r}")
+    return status
+
+
+def _apply_statuses(conn: Any, statuses: list[tuple[str, dict[str, Any]]], now: int) -> set[int]:
+    for gateway, status in statuses:
+        row = registry.get_gateway(conn, gateway)
+        if row is not None:
+            previous = row["last_status"] or None  # the status before this one
+            registry.record_status(conn, gateway, status, now)
+            alerts.check_status(conn, gateway, status, previous, now)
+    return set()
+
+
+def _decode_reported(gateway: str, payload: bytes) -> dict[str, Any] | None:
+    if not payload:
+        return None
+    report = messages.decode_reported(payload)
+    if report["gateway"] != gateway:
+        raise CodecError(f"report: gateway {report['gateway']!r} on the topic of {gateway!r}")
+    return report
+
+
+def _apply_reports(conn: Any, reports: list[tuple[str, dict[str, Any]]], now: int) -> set[int]:
+    return config_service.record_reported_many(conn, reports, now)
+
+
+def _count_states(c: BridgeCounters, n: int) -> None:
+    c.states += n
+
+
+def _count_statuses(c: BridgeCounters, n: int) -> None:
+    c.statuses += n
+
+
+def _count_reports(c: BridgeCounters, n: int) -> None:
+    c.reports += n

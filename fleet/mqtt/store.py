@@ -85,24 +85,22 @@ class Accounts:
     claims: list[tuple[str, str]]  # (username, SHA-256 hex of the token)
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for name, digest in sorted(self.gateways) + sorted(self.claims):
-            h.update(f"{name}:{digest}\n".encode())
-        return h.hexdigest()
+        # one update of the whole text (the same digest as line by line, a fraction of the
+        # time: the fleet compares it every second, for every gateway)
+        text = "".join(f"{name}:{digest}\n" for name, digest in sorted(self.gateways))
+        text += "".join(f"{name}:{digest}\n" for name, digest in sorted(self.claims))
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def broker_accounts(conn: Connection, ts_ms: int) -> Accounts:
     """Accepted gateways with a credential, and the logins of unused, unexpired claim tokens."""
     g = t.gateways.c
-    gws = [
-        (r.id, r.credential_hash)
-        for r in conn.execute(
-            sa.select(g.id, g.credential_hash).where(
-                g.status == "accepted", g.credential_hash.is_not(None)
-            )
-        )
-        if str(r.credential_hash).startswith("$7$")
-    ]
+    rows = conn.execute(
+        sa.select(g.id, g.credential_hash)
+        .where(g.status == "accepted", g.credential_hash.like("$7$%"))
+        .order_by(g.id)
+    )
+    gws = [(gid, str(digest)) for gid, digest in rows]
     c = t.claim_tokens.c
     claims = [
         (claim_login_from_hash(r[0]).username, r[0])
@@ -147,6 +145,21 @@ def publish_desired(conn: Connection, gateway_id: str, envelope: bytes) -> int:
     goes out only if that commits, and then at least once, from whichever fleet instance's
     bridge claims it first (usually within 0.2 s)."""
     return enqueue(conn, messages.topic(gateway_id, "config/desired"), envelope, retain=True)
+
+
+def publish_desired_many(conn: Connection, envelopes: list[tuple[str, bytes]]) -> None:
+    """publish_desired for many gateways (gateway id, envelope) with one statement."""
+    if not envelopes:
+        return
+    ts = now_ms()
+    conn.execute(
+        sa.insert(mqtt_outbox),
+        [
+            {"topic": messages.topic(gid, "config/desired"), "payload": bytes(envelope), "qos": 1,
+             "retain": True, "created_ts_ms": ts}
+            for gid, envelope in envelopes
+        ],
+    )  # fmt: skip
 
 
 def claim_outbox(conn: Connection, instance: str, limit: int, ts_ms: int) -> list[OutboxMessage]:

@@ -124,6 +124,12 @@ def content_digest(batch: codec.Batch) -> bytes:
     return h.digest()[:16]
 
 
+def _newer_or_same(table: Any, excluded: Any) -> Any:
+    """The latest value moves only forward in time (contract 2); one function, so the upsert's
+    statement is built once (fleet/db/upsert.py caches it per where-function)."""
+    return excluded.ts_ms >= table.c.ts_ms
+
+
 class Ingestor:
     """Ingest for one fleet instance; thread-safe. Caches each gateway's channel list, keyed by
     gateways.channels_rev, so a configuration change is seen on the next batch."""
@@ -427,7 +433,7 @@ class Ingestor:
             rows,
             ("gateway_id", "channel"),
             ("ts_ms", "value", "received_ts_ms"),
-            where=lambda table, excluded: excluded.ts_ms >= table.c.ts_ms,
+            where=_newer_or_same,
         )
 
     def _advance_seq(self, conn: Connection, stored_now: list[_Item], now: int) -> None:

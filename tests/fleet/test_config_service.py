@@ -146,3 +146,49 @@ def test_api_put_history_diff_and_rollback(db: Engine) -> None:
     assert r.json()["version"] == 3
     r = c.get("/api/v1/audit", headers=h)  # operator may not read the audit log
     assert r.status_code == 403
+
+
+def test_set_desired_many_stores_each_and_refuses_only_the_gateways_it_cannot_configure(
+    db: Engine, gw: str
+) -> None:
+    with read(db) as conn:
+        org_id = conn.execute(sa.select(t.gateways.c.org_id).where(t.gateways.c.id == gw)).scalar()
+    other = add_gateway(db, org_id, "gw-cfg-2")
+    keyless = add_gateway(db, org_id, "gw-cfg-3")
+    with transaction(db) as conn:
+        conn.execute(
+            sa.update(t.gateways).where(t.gateways.c.id == keyless).values(signing_key=None)
+        )
+    good = config()
+    good["uplink"] = {"batch_interval_s": 60}
+    bad = config()
+    bad["uplink"] = {"batch_interval_s": 0}
+    docs = {gw: good, other: bad, keyless: good, "gw-nowhere": good}
+    with transaction(db) as conn:
+        before = conn.execute(sa.select(sa.func.count()).select_from(mqtt_outbox)).scalar_one()
+        done, refused = config_service.set_desired_many(
+            conn, docs, NOW_MS + 1, comment="batch", rollout_id=None
+        )
+    assert list(done) == [gw]
+    assert isinstance(refused[other], ConfigInvalid)
+    assert "uplink.batch_interval_s" in str(refused[other])
+    assert "no signing key" in str(refused[keyless])
+    assert isinstance(refused["gw-nowhere"], config_service.UnknownGateway)
+    stored, envelope = done[gw]
+    assert stored.version == 2 and stored.comment == "batch"
+    with read(db) as conn:
+        key = bytes(
+            conn.execute(
+                sa.select(t.gateways.c.signing_key).where(t.gateways.c.id == gw)
+            ).scalar_one()
+        )
+        rows = conn.execute(sa.select(mqtt_outbox).order_by(mqtt_outbox.c.id)).mappings().all()
+        assert config_service.latest_version(conn, other) == 1  # nothing stored for it
+        assert config_service.current_documents(conn, [gw, other, "gw-nowhere"]) == {
+            gw: json.loads(stored.body),
+            other: config_service.get_document(conn, other).doc,
+        }
+    assert sign.open_envelope(envelope, key) == stored.body
+    assert len(rows) == before + 1  # one message, for the one stored document
+    assert rows[-1]["topic"] == f"gw/{gw}/config/desired" and rows[-1]["retain"]
+    assert bytes(rows[-1]["payload"]) == envelope

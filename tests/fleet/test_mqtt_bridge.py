@@ -1,7 +1,8 @@
 """The MQTT bridge end to end on a real Mosquitto (and amqtt) with the generated configuration,
 on SQLite and PostgreSQL: batch -> stored -> acked; resent batch stored once; malformed batch
 acked with an error; presence with a late will; status and config reports recorded; desired
-configs published from the outbox; two bridges sharing the ingest; a broker restart."""
+configs published from the outbox; a rollout that goes on as its reports arrive; two bridges
+sharing the ingest; a broker restart."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 import sqlalchemy as sa
 from mqtt_helpers import (
     BROKER_KINDS,
+    CONFIG,
     add_configured_gateway,
+    add_gateway,
     client,
     collect,
     die,
@@ -24,11 +27,12 @@ from mqtt_helpers import (
 )
 from sqlalchemy import Engine
 
+from fleet import rollouts
 from fleet.db import registry, tables
 from fleet.db.engine import read, transaction
 from fleet.mqtt import store
 from fleet.telemetry import storage
-from protocols import codec, messages
+from protocols import codec, messages, sign
 from protocols.quantities import channel_id
 
 pytestmark = pytest.mark.timeout(90)
@@ -169,6 +173,59 @@ def test_status_reports_and_desired_configs_flow(sqlite_db: Engine, tmp_path: Pa
     asyncio.run(scenario())
 
 
+def test_a_rollout_goes_on_as_its_reports_arrive_without_waiting_for_a_tick(
+    sqlite_db: Engine, tmp_path: Path
+) -> None:
+    engine = sqlite_db
+    gateways = [f"school-{i}" for i in range(4)]
+    secrets = {g: add_gateway(engine, g) for g in gateways}  # signing key: 32 zero bytes
+    patch = {k: v for k, v in CONFIG.items() if k not in ("version", "gateway")}
+    with transaction(engine) as conn:
+        org = registry.get_org_by_slug(conn, "town")
+        assert org is not None
+        rid = rollouts.create(conn, org["id"], patch, now_ms(), batch_size=1)
+
+    def rollout() -> dict:
+        with read(engine) as conn:
+            return rollouts.get(conn, rid)
+
+    async def one_gateway(port: int, gateway: str) -> None:
+        async with client(port, gateway, gateway, secrets[gateway]) as gw:
+            await gw.subscribe(f"gw/{gateway}/config/desired", qos=1)
+            async for m in gw.messages:
+                body = sign.open_envelope(bytes(m.payload), bytes(32))  # type: ignore[arg-type]
+                v = json.loads(body)["version"]
+                topic = f"gw/{gateway}/config/reported"
+                await gw.publish(topic, b"{not a report", qos=1)  # counted, costs nothing
+                report = messages.encode_reported(gateway, v, v, "applied", None, now_ms())
+                await gw.publish(topic, report, qos=1, retain=True)
+                return
+
+    async def scenario() -> int:
+        async with (
+            running_broker("mosquitto", engine, tmp_path / "broker") as broker,
+            # no periodic tick here, and the bridge's own look for ready rollouts is slow: only
+            # the reports can move this rollout on after its first batch
+            running_bridge(engine, broker, rollout_poll_s=60.0) as bridge,
+        ):
+            tasks = [asyncio.create_task(one_gateway(broker.port, g)) for g in gateways]
+            rollouts.tick(engine, now_ms())  # the first batch, as the server's tick would
+            assert await wait_until(lambda: rollout()["state"] == "completed", 20)
+            async with asyncio.timeout(10):
+                await asyncio.gather(*tasks)
+            return bridge.counters.bad_messages
+
+    assert asyncio.run(scenario()) == len(gateways)
+    assert rollout()["counts"]["applied"] == len(gateways)
+    with read(engine) as conn:
+        versions = conn.execute(
+            sa.select(tables.gateways.c.reported_config_version).where(
+                tables.gateways.c.id.in_(gateways)
+            )
+        ).scalars()
+        assert set(versions) == {1}
+
+
 def test_two_bridges_share_the_ingest_and_store_every_batch_once(
     postgresql_db: Engine, tmp_path: Path
 ) -> None:
@@ -278,3 +335,46 @@ def test_gateway_is_provisioned_over_mqtt_with_a_claim_token(
             assert await can_connect(broker.port, user, user, password)
 
     asyncio.run(scenario())
+
+
+def test_a_message_the_database_refuses_costs_the_rest_of_its_group_nothing(
+    sqlite_db: Engine,
+) -> None:
+    from fleet.mqtt.bridge import Bridge, BridgeSettings, _GroupedKind
+
+    engine = sqlite_db
+    gateways = ["school-1", "school-2", "school-3"]
+    for g in gateways:
+        add_gateway(engine, g)
+
+    def decode(gateway: str, payload: bytes) -> int | None:
+        if payload == b"bad":
+            raise codec.CodecError("not a number")
+        return int(payload) if payload else None
+
+    def apply(conn: sa.Connection, items: list[tuple[str, int]], now: int) -> set[int]:
+        for gateway, version in items:
+            if version < 0:
+                raise ValueError("refused by the database")
+            conn.execute(
+                sa.update(tables.gateways)
+                .where(tables.gateways.c.id == gateway)
+                .values(reported_config_version=version)
+            )
+        return set()
+
+    def count(c: object, n: int) -> None:
+        c.reports += n  # type: ignore[attr-defined]
+
+    bridge = Bridge(engine, BridgeSettings("127.0.0.1", 1))
+    kind = _GroupedKind("test", decode, apply, count)
+    group = [("school-1", b"7"), ("school-2", b"-1"), ("school-3", b"bad"), ("school-3", b"9")]
+    assert bridge._handle_group(kind, group) == set()  # noqa: SLF001
+    with read(engine) as conn:
+        versions = dict(
+            conn.execute(
+                sa.select(tables.gateways.c.id, tables.gateways.c.reported_config_version)
+            ).all()
+        )
+    assert versions == {"school-1": 7, "school-2": None, "school-3": 9}
+    assert (bridge.counters.reports, bridge.counters.bad_messages) == (2, 1)

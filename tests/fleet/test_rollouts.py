@@ -1,6 +1,7 @@
 """Staged rollouts: batch sizes, waiting for a batch to settle, per-gateway states from the
 gateways' reports (via config_service.record_reported), automatic halt on the failure share,
-resume, cancel, report timeouts, the rate limit, and the API around them."""
+resume, cancel, report timeouts, the rate limit, when a rollout may go on (what the bridge asks
+before advancing it), a batch in which some gateways cannot be configured, and the API."""
 
 from __future__ import annotations
 
@@ -157,7 +158,8 @@ def test_rate_limits_how_fast_batches_follow(db: Engine, fleet10: tuple[int, lis
     rid = _create(db, org_id, batch_size=2, rate_per_min=4)  # 2 gateways per 30 s
     assert _tick(db, NOW_MS).delivered == 2
     _report(db, "applied", rollout_id=rid)
-    assert _tick(db, NOW_MS + 29_000).delivered == 0
+    held = _tick(db, NOW_MS + 29_000)
+    assert held.delivered == 0 and held.due_ms == {rid: NOW_MS + 30_000}
     assert _tick(db, NOW_MS + 30_000).delivered == 2
 
 
@@ -200,3 +202,126 @@ def test_rollout_api(db: Engine) -> None:
     targets = c.get(f"/api/v1/rollouts/{rid}/targets", headers=h).json()
     assert [(x["gateway_id"], x["state"]) for x in targets] == [(a.gateway, "queued")]
     assert c.get("/api/v1/rollouts", headers=h).json()["total"] == 2  # and the helper's own
+
+
+def test_a_report_names_its_rollout_and_the_rollout_may_go_on_once_its_stage_settled(
+    db: Engine, fleet10: tuple[int, list[str]]
+) -> None:
+    org_id, gws = fleet10
+    rid = _create(db, org_id, gateway_ids=gws[:4], batch_size=2)
+    with read(db) as conn:
+        assert rollouts.ready_ids(conn) == [rid]  # created: its first batch can go
+    assert _tick(db, NOW_MS).delivered == 2
+    with read(db) as conn:
+        assert rollouts.ready_ids(conn) == []
+        first, second = rollouts.targets(conn, rid, rollouts.DELIVERED)
+    with transaction(db) as conn:
+        v = first["config_version"]
+        report = {"gateway": first["gateway_id"], "version": v, "desired_version": v,
+                  "status": "applied", "reason": None, "ts_ms": NOW_MS}  # fmt: skip
+        assert config_service.record_reported(conn, first["gateway_id"], report) == rid
+        assert not rollouts.should_advance(conn, rid)  # the other one still owes its report
+        # the same report again settles nothing
+        assert config_service.record_reported(conn, first["gateway_id"], report) is None
+    _report(db, "applied", [second["gateway_id"]], rollout_id=rid)
+    with read(db) as conn:
+        assert rollouts.should_advance(conn, rid)
+        assert rollouts.ready_ids(conn) == [rid]
+    with transaction(db) as conn:
+        rollouts.halt(conn, rid, NOW_MS + 1)
+    with read(db) as conn:
+        assert not rollouts.should_advance(conn, rid) and rollouts.ready_ids(conn) == []
+
+
+def test_a_failure_over_the_threshold_asks_for_an_advance_before_the_stage_settled(
+    db: Engine, fleet10: tuple[int, list[str]]
+) -> None:
+    org_id, gws = fleet10
+    rid = _create(db, org_id, batch_size=4, failure_threshold=0.25)
+    _tick(db, NOW_MS)
+    _report(db, "applied", gws[:1], rollout_id=rid)
+    with read(db) as conn:
+        assert not rollouts.should_advance(conn, rid)
+    _report(db, "rejected", gws[1:2], rollout_id=rid)  # 1 of 2 finished failed: 50 % > 25 %
+    with read(db) as conn:
+        assert rollouts.should_advance(conn, rid)
+    assert _tick(db, NOW_MS + 1).halted == [rid]
+
+
+def test_reports_reach_the_rollout_that_issued_the_version(
+    db: Engine, fleet10: tuple[int, list[str]]
+) -> None:
+    org_id, gws = fleet10
+    old = _create(db, org_id, gateway_ids=gws[:1])
+    _tick(db, NOW_MS)
+    with transaction(db) as conn:
+        rollouts.cancel(conn, old, NOW_MS + 1)
+        new = rollouts.create(conn, org_id, {"uplink": {"batch_interval_s": 45}}, NOW_MS + 1,
+                              gateway_ids=gws[:1])  # fmt: skip
+    _tick(db, NOW_MS + 2)
+    with read(db) as conn:
+        (old_target,) = rollouts.targets(conn, old)
+        (new_target,) = rollouts.targets(conn, new)
+    assert (old_target["config_version"], new_target["config_version"]) == (2, 3)
+    _report(db, "applied", rollout_id=new)
+    _report(db, "rolled_back", rollout_id=old)  # a late report of the cancelled one
+    with read(db) as conn:
+        assert rollouts.targets(conn, old)[0]["state"] == "rolled_back"
+        assert rollouts.targets(conn, new)[0]["state"] == "applied"
+
+
+def test_a_gateway_that_cannot_be_configured_fails_alone_in_its_batch(
+    db: Engine, fleet10: tuple[int, list[str]]
+) -> None:
+    org_id, gws = fleet10
+    rid = _create(db, org_id, gateway_ids=gws[:3], failure_threshold=1.0)
+    with transaction(db) as conn:  # e.g. its credentials were reset after the rollout began
+        conn.execute(
+            sa.update(t.gateways).where(t.gateways.c.id == gws[1]).values(signing_key=None)
+        )
+    res = _tick(db, NOW_MS)
+    assert (res.delivered, res.failed) == (2, 1)
+    with read(db) as conn:
+        by_gw = {tg["gateway_id"]: tg for tg in rollouts.targets(conn, rid)}
+        docs = {gw: config_service.get_document(conn, gw) for gw in gws[:3]}
+    assert by_gw[gws[1]]["state"] == "failed" and "no signing key" in by_gw[gws[1]]["reason"]
+    assert docs[gws[1]].version == 1  # untouched
+    for gw in (gws[0], gws[2]):
+        assert by_gw[gw]["state"] == "delivered" and by_gw[gw]["config_version"] == 2
+        assert docs[gw].rollout_id == rid and docs[gw].doc["uplink"] == {"batch_interval_s": 30}
+        assert docs[gw].doc["gateway"] == gw and docs[gw].doc["version"] == 2
+
+
+def test_a_group_of_reports_is_recorded_as_one_by_one(
+    db: Engine, fleet10: tuple[int, list[str]]
+) -> None:
+    org_id, gws = fleet10
+    rid = _create(db, org_id, gateway_ids=gws[:3], failure_threshold=1.0)
+    _tick(db, NOW_MS)
+
+    def report(gw: str, version: int, status: str) -> tuple[str, dict]:
+        return gw, {"gateway": gw, "version": version if status == "applied" else 1,
+                    "desired_version": version, "status": status, "reason": None,
+                    "ts_ms": NOW_MS}  # fmt: skip
+
+    group = [
+        report(gws[0], 2, "applied"),
+        report(gws[1], 2, "applied"),
+        report(gws[1], 2, "rolled_back"),  # its trial failed after it applied
+        report(gws[2], 1, "applied"),  # a version no rollout issued
+        report("gw-unknown", 2, "applied"),
+    ]
+    with transaction(db) as conn:
+        assert config_service.record_reported_many(conn, group, NOW_MS + 1) == {rid}
+        assert config_service.record_reported_many(conn, group[:1], NOW_MS + 2) == set()
+    with read(db) as conn:
+        states = {tg["gateway_id"]: tg["state"] for tg in rollouts.targets(conn, rid)}
+        reported = dict(
+            conn.execute(
+                sa.select(t.gateways.c.id, t.gateways.c.reported_config_version).where(
+                    t.gateways.c.id.in_(gws[:3])
+                )
+            ).all()
+        )
+    assert states == {gws[0]: "applied", gws[1]: "rolled_back", gws[2]: "delivered"}
+    assert reported == {gws[0]: 2, gws[1]: 1, gws[2]: 1}
