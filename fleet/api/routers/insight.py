@@ -191,7 +191,10 @@ def base_load_check(me: Operator, ctx: CtxDep) -> dict:
     """Run the base-load watch for the organisation now (it also runs periodically): opens or
     closes base_load_rise alerts; returns each meter's verdict."""
     with ctx.tx() as conn:
-        return {"meters": watch.check_org(conn, me.org_id, ctx.now_ms)}
+        meters = watch.check_org(conn, me.org_id, ctx.now_ms)
+        audit.record(conn, me, "insight.base_load_check", "insight", ctx.now_ms,
+                     {"meters": len(meters)})  # fmt: skip
+        return {"meters": meters}
 
 
 # --- CO2 and benchmarks ----------------------------------------------------------------------
