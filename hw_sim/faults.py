@@ -117,6 +117,16 @@ class FaultEngine:
         self.rng = random.Random(seed)
         self.vanished_until_ms: int | None = None
 
+    def vanish_for(self, ts_ms: int, duration_s: float) -> int:
+        """Make the device vanish from ts_ms for duration_s simulated seconds, on request (an
+        operator's fault injection, e.g. the demo's fail-meter); returns until when (UTC ms).
+        The draws of the seeded stream are not touched: the rules' faults stay as they were."""
+        if not duration_s > 0:
+            raise ValueError(f"duration_s must be > 0 (got {duration_s})")
+        until = ts_ms + int(float(duration_s) * 1000)
+        self.vanished_until_ms = max(self.vanished_until_ms or 0, until)
+        return self.vanished_until_ms
+
     def draw(self, ts_ms: int) -> Fault | None:
         r = self.rng.random()
         aux = self.rng.random()  # for the fault's own choices (bit, length), always drawn

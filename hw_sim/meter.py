@@ -236,6 +236,17 @@ class SimMeter:
                 covered[r - address] = 1
         return all(covered)
 
+    def fail(self, duration_s: float) -> int:
+        """Stop answering for duration_s simulated seconds from now, on request (fault
+        injection by an operator, e.g. the demo's fail-meter); logged as an `operator_fault`
+        event, and each unanswered request as a `vanish` fault. Returns until when (UTC ms)."""
+        now = self.clock.now_ms()
+        until = self.faults.vanish_for(now, duration_s)
+        self.truth.event(
+            now, self.name, "operator_fault", detail={"fault": "vanish", "until_ms": until}
+        )
+        return until
+
     # -- persistence ---------------------------------------------------------------------
     def state(self) -> dict:
         return self.model.state()
