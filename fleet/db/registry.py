@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, RowMapping, and_, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, case, or_, select, update
 
 from fleet.db import upsert
 from fleet.db.tables import (
@@ -196,7 +196,15 @@ def set_presence(
     if fw_version is not None:
         values["fw_version"] = fw_version
     if config_version is not None:
-        values["reported_config_version"] = config_version
+        # Only a birth of a new session says which configuration runs now: a repeated birth of
+        # the current session (a retained copy, or one handled after the session's reports)
+        # must not set back what a report of that session recorded.
+        new_session = or_(
+            g.boot.is_(None), g.boot < boot, and_(g.boot == boot, g.session < session)
+        )
+        values["reported_config_version"] = case(
+            (new_session, config_version), else_=g.reported_config_version
+        )
     done = conn.execute(update(gateways).where(g.id == gateway_id, newer).values(**values))
     return done.rowcount > 0
 

@@ -94,6 +94,35 @@ def test_presence_late_will_never_marks_a_live_gateway_offline(
         assert row["last_status"] == {"uptime_s": 5} and row["last_seen_ts_ms"] == 5000
 
 
+def test_a_repeated_birth_never_sets_back_the_reported_config_version(
+    db: Engine, make_org_gateway: Callable[..., str]
+) -> None:
+    """Births carry the configuration version the gateway ran when it connected; a report of
+    the same session (v2) handled before a repeated birth of that session (v1) must stand."""
+    from fleet import config_service
+
+    gw = make_org_gateway()
+
+    def version(conn: Any) -> int | None:
+        return registry.get_gateway(conn, gw)["reported_config_version"]
+
+    with transaction(db) as conn:
+        registry.set_presence(conn, gw, online=True, boot=1, session=1, ts_ms=1000,
+                              config_version=1)  # fmt: skip
+        assert version(conn) == 1
+        config_service.record_reported_many(
+            conn, [(gw, {"version": 2, "desired_version": 2, "status": "applied"})], 1500
+        )
+        assert version(conn) == 2
+        registry.set_presence(conn, gw, online=True, boot=1, session=1, ts_ms=1600,
+                              config_version=1)  # fmt: skip
+        assert version(conn) == 2
+        # A new session says what runs now, even a lower version (a rollback at boot).
+        registry.set_presence(conn, gw, online=True, boot=2, session=1, ts_ms=2000,
+                              config_version=1)  # fmt: skip
+        assert version(conn) == 1
+
+
 def test_channels_from_a_config_document(
     db: Engine, make_org_gateway: Callable[..., str], gateway_config: dict[str, Any]
 ) -> None:
