@@ -28,12 +28,14 @@ def mount(app: FastAPI, limiter: LoginLimiter | None = None) -> None:
         pages_admin,
         pages_auth,
         pages_config,
+        pages_energy,
         pages_fleet,
         pages_provisioning,
     )
 
     app.state.ui_login_limiter = limiter or LoginLimiter()
-    for module in (pages_auth, pages_fleet, pages_provisioning, pages_config, pages_admin, live):
+    for module in (pages_auth, pages_fleet, pages_provisioning, pages_config, pages_admin,
+                   pages_energy, live):  # fmt: skip
         app.include_router(module.router, prefix="/ui", include_in_schema=False)
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
     app.add_middleware(SecurityHeaders)

@@ -68,8 +68,12 @@ def make_sample(engine: Engine, gateway_ids: tuple[str, ...] = ("schule-nord-1",
     now = registry.now_ms()
     with transaction(engine) as conn:
         sites = [
-            registry.create_site(conn, org, "Grundschule Nord", floor_area_m2=2400),
-            registry.create_site(conn, org, "Rathaus", floor_area_m2=3100),
+            registry.create_site(
+                conn, org, "Grundschule Nord", floor_area_m2=2400, building_type="Schule"
+            ),
+            registry.create_site(
+                conn, org, "Rathaus", floor_area_m2=3100, building_type="Verwaltung"
+            ),
         ]
         for i, gid in enumerate(gateway_ids):
             secret = auth.new_gateway_secret()

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from fleet import rollouts
+from fleet.api.queries import get_gateway
 from fleet.db.engine import transaction
 from fleet.db.registry import now_ms
 from fleet.serve import Running, ServeOptions, serve
@@ -21,6 +22,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
 GATEWAYS = ("schule-nord-1", "rathaus-1", "hallenbad-1", "bauhof-1")
+EN_PAGES = ("overview", "gateways", "meter", "config", "energy", "energy-site")
 
 
 async def _shoot(running: Running, out: Path, width: int, height: int) -> list[Path]:
@@ -35,9 +37,11 @@ async def _shoot(running: Running, out: Path, width: int, height: int) -> list[P
         for s in sims:
             await s.send_history(minutes=6 * 60, step_s=120)
         with transaction(running.engine) as conn:
-            rid = rollouts.create(conn, sample_org_id(conn, sample.org_slug),
+            org_id = sample_org_id(conn, sample.org_slug)
+            rid = rollouts.create(conn, org_id,
                                   {"uplink": {"batch_interval_s": 60}}, now_ms(),
                                   name="Sendeintervall 60 s", batch_share=0.5)  # fmt: skip
+            site_id = get_gateway(conn, org_id, sample.gateways[0].id)["site_id"]  # type: ignore[index]
         await asyncio.sleep(1.5)
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -58,10 +62,12 @@ async def _shoot(running: Running, out: Path, width: int, height: int) -> list[P
                     "meter": f"/ui/gateways/{gw}/devices/1", "config": f"/ui/gateways/{gw}/config",
                     "provisioning": "/ui/provisioning", "rollouts": "/ui/rollouts",
                     "rollout": f"/ui/rollouts/{rid}", "alerts": "/ui/alerts", "users": "/ui/users",
-                    "tokens": "/ui/tokens", "audit": "/ui/audit",
+                    "tokens": "/ui/tokens", "audit": "/ui/audit", "energy": "/ui/energy",
+                    "energy-site": f"/ui/energy/sites/{site_id}",
+                    "energy-factors": "/ui/energy/factors",
                 }  # fmt: skip
                 for name, path in pages.items():
-                    if lang == "en" and name not in ("overview", "gateways", "meter", "config"):
+                    if lang == "en" and name not in EN_PAGES:
                         continue
                     await page.goto(base + path)
                     await page.wait_for_timeout(300)  # a live update or two
