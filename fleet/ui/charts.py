@@ -5,7 +5,7 @@ screen readers, and a data attribute the live-update script may use. No data acc
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
@@ -38,16 +38,12 @@ def _time_label(ts_ms: int, span_ms: int, lang: str) -> str:
     return when.strftime("%d.%m." if lang == "de" else "%m-%d")
 
 
-def _frame(
-    t0: int, t1: int, lo: float, hi: float, unit: str, lang: str
-) -> tuple[list[str], object, object]:
+def value_axis(lo: float, hi: float, lang: str) -> tuple[list[str], Callable[[float], float]]:
+    """The value axis of every chart: grid lines and labels at nice ticks spanning lo..hi, and
+    the function from a value to its y coordinate."""
     ticks = _nice_ticks(lo, hi)
     lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
-    span = max(1, t1 - t0)
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-
-    def x(ts: float) -> float:
-        return LEFT + (ts - t0) / span * plot_w
+    plot_h = HEIGHT - TOP - BOTTOM
 
     def y(v: float) -> float:
         return TOP + plot_h - (v - lo) / (hi - lo or 1) * plot_h
@@ -60,19 +56,37 @@ def _frame(
             f'<text class="tick" x="{LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end">'
             f"{escape(fmt_num(lang, v))}</text>"
         )
+    return parts, y
+
+
+def _frame(
+    t0: int, t1: int, lo: float, hi: float, unit: str, lang: str
+) -> tuple[list[str], object, object]:
+    span = max(1, t1 - t0)
+    plot_w = WIDTH - LEFT - RIGHT
+
+    def x(ts: float) -> float:
+        return LEFT + (ts - t0) / span * plot_w
+
+    parts, y = value_axis(lo, hi, lang)
     for i in range(5):
         ts = t0 + span * i / 4
         parts.append(
             f'<text class="tick" x="{x(ts):.1f}" y="{HEIGHT - 12}" text-anchor="middle">'
             f"{escape(_time_label(int(ts), span, lang))}</text>"
         )
-    parts.append(
+    parts.append(axes(unit))
+    return parts, x, y
+
+
+def axes(unit: str) -> str:
+    """The two axis lines and the unit's label, drawn over the plot."""
+    return (
         f'<text class="unit" x="4" y="{TOP + 10}">{escape(unit)}</text>'
         f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{HEIGHT - BOTTOM}"/>'
         f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{HEIGHT - BOTTOM}" '
         f'y2="{HEIGHT - BOTTOM}"/>'
     )
-    return parts, x, y
 
 
 def _svg(kind: str, title: str, desc: str, body: Sequence[str], points: int) -> Markup:

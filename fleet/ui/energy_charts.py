@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
-from fleet.ui.charts import BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH, _nice_ticks, _svg
+from fleet.ui.charts import HEIGHT, LEFT, RIGHT, WIDTH, _svg, axes, value_axis
 from fleet.ui.web import fmt_num
 
 MAX_LABELS = 16  # more categories: every n-th label, so they do not overlap
@@ -30,22 +30,8 @@ def category_bars(
     shown = [v for v in values if v is not None]
     if not labels or not shown:
         return _svg("bar", title, desc, [], 0)
-    hi = max(0.0, max(shown))
-    ticks = _nice_ticks(min(0.0, min(shown)), hi)
-    lo, hi = ticks[0], max(hi, ticks[-1])
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-
-    def y(v: float) -> float:
-        return TOP + plot_h - (v - lo) / (hi - lo or 1) * plot_h
-
-    parts = []
-    for v in ticks:
-        yy = y(v)
-        parts.append(
-            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}"/>'
-            f'<text class="tick" x="{LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end">'
-            f"{escape(fmt_num(lang, v))}</text>"
-        )
+    plot_w = WIDTH - LEFT - RIGHT
+    parts, y = value_axis(min(0.0, min(shown)), max(0.0, max(shown)), lang)
     step = plot_w / len(labels)
     every = max(1, -(-len(labels) // MAX_LABELS))
     base = y(0.0)
@@ -67,10 +53,5 @@ def category_bars(
             f"{escape(label)}: {escape(fmt_num(lang, round(v, 1)))} {escape(unit)}{escape(note)}"
             f"</title></rect>"
         )
-    parts.append(
-        f'<text class="unit" x="4" y="{TOP + 10}">{escape(unit)}</text>'
-        f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{HEIGHT - BOTTOM}"/>'
-        f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{HEIGHT - BOTTOM}" '
-        f'y2="{HEIGHT - BOTTOM}"/>'
-    )
+    parts.append(axes(unit))
     return _svg("bar", title, desc, parts, len(shown))
