@@ -134,7 +134,8 @@ class Agent:
         # Replace what changed.
         for bus_id in list(self.pollers):
             if bus_id not in wanted or bus_id in built:
-                await self._stop_task(self.pollers.pop(bus_id)[2])
+                _key, old_poller, old_task = self.pollers.pop(bus_id)
+                await old_poller.stop_between_ticks(old_task)
         for bus_id, poller in built.items():
             task = asyncio.create_task(poller.run(), name=f"poll-{bus_id}")
             self.pollers[bus_id] = (wanted[bus_id][0], poller, task)
@@ -350,8 +351,9 @@ class Agent:
             self._stop.set()
             for t in tasks:
                 t.cancel()
-            for bus_id in list(self.pollers):
-                await self._stop_task(self.pollers.pop(bus_id)[2])
+            for bus_id in list(self.pollers):  # each after its tick in progress
+                _key, poller, task = self.pollers.pop(bus_id)
+                await poller.stop_between_ticks(task)
             if self.lora is not None:
                 await self._stop_task(self.lora[2])
                 self.lora = None

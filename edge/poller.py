@@ -9,6 +9,7 @@ It never writes SQL and never talks MQTT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -505,6 +506,8 @@ class BusPoller:
         self.cycles = 0
         self.last_cycle_s = 0.0
         self.bus_error: str | None = None
+        self.polling = False  # a tick is in progress: its readings are not all stored yet
+        self.stopping = False  # run() starts no new tick
 
     def next_tick(self, now_s: float) -> int:
         """The first tick at or after now_s (and after the last one run) with a meter due."""
@@ -549,7 +552,10 @@ class BusPoller:
                             missed,
                         )  # fmt: skip
                 await self.clock.sleep_until(t)
+                if self.stopping:
+                    return
                 try:
+                    self.polling = True
                     await self.poll_tick(t)
                 except SerialPortError as exc:
                     log.error("bus %s: %s", self.bus_id, exc)
@@ -558,8 +564,24 @@ class BusPoller:
                 except Exception:  # a bug or a full disk must not end polling for good
                     log.exception("bus %s: polling tick %d failed", self.bus_id, t)
                     await asyncio.sleep(1.0)
+                finally:
+                    self.polling = False
+                if self.stopping:
+                    return
         finally:
             self.master.close()
+
+    async def stop_between_ticks(self, task: asyncio.Task[None], timeout_s: float = 10.0) -> None:
+        """End task (this poller's run()) without cutting a tick short: the meters have served
+        the values of a tick in progress, and cancelling it would drop them (a configuration
+        change must lose nothing). Waits for that tick at most timeout_s, then cancels."""
+        self.stopping = True
+        deadline = time.monotonic() + timeout_s
+        while self.polling and not task.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, timeout_s)
 
     def _ticks_between(self, a: int, b: int) -> int:
         n = 0

@@ -138,6 +138,20 @@ def lost_polls(requests: list[Request], wanted: Iterable[str]) -> list[list[Requ
     return runs
 
 
+def unexplained_losses(
+    runs: list[list[Request]], interruptions_ms: Iterable[int], before_ms: int, after_ms: int = 500
+) -> list[list[Request]]:
+    """The runs of lost_polls() that no interruption explains: a run is explained when all of
+    its requests reached the meter within before_ms before (or after_ms after) one of the
+    interruptions (a SIGKILL, the meters' stop: wall clock ms), as a poll cut short by it."""
+    moments = list(interruptions_ms)
+    return [
+        run for run in runs
+        if not any(t - before_ms <= run[0].first_ts_ms and run[-1].last_ts_ms <= t + after_ms
+                   for t in moments)
+    ]  # fmt: skip
+
+
 def scenario_toml(
     link: Path,
     baud: int,
