@@ -7,6 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +262,132 @@ def test_lora_sensors_through_a_rak3172_in_lorawan_factory_mode() -> None:
                 assert (
                     by_channel[channel_id(dev, q)] == served[-len(by_channel[channel_id(dev, q)]) :]
                 )
+
+
+# -- a tick in progress when the configuration changes or the agent stops -----------------------
+
+UNITS = (1, 2, 3)
+
+
+class _MidTick:
+    """Wraps the agent's sink: once the first meter's readings of a tick are stored, `reached`
+    is set and `tick_ms` names that tick. The poller then goes on to the other meters of the
+    tick, so whatever the test does when `reached` is set happens in the middle of a tick."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._inner = agent._sink.append
+        agent._sink.append = self._append  # type: ignore[method-assign]
+        self.reached = asyncio.Event()
+        self.tick_ms: int | None = None
+        self.last_ms = 0
+
+    def _append(self, readings: Any) -> None:
+        self._inner(readings)
+        self.last_ms = max([self.last_ms, *(ts for _ch, ts, _v in readings)])
+        if self.tick_ms is None and readings:
+            self.tick_ms = readings[0][1]
+            self.reached.set()
+
+
+def _stored(buffer: Path) -> list[tuple[int, int, Any]]:
+    """Every reading in the agent's buffer (nothing is acknowledged: there is no fleet)."""
+    with contextlib.closing(sqlite3.connect(buffer)) as db:
+        rows = db.execute("SELECT channel, ts_ms, value FROM reading ORDER BY id").fetchall()
+    return [(ch, ts, v) for ch, ts, v in rows]
+
+
+def _channels_missing_at(readings: list[tuple[int, int, Any]], tick_ms: int) -> set[int]:
+    """The channels of the meters (all quantities) with no reading of tick tick_ms."""
+    want = {channel_id(u, q) for u in UNITS for q in QUANTITIES}
+    return want - {ch for ch, ts, _v in readings if ts == tick_ms}
+
+
+def _agent_on_sim_bus(
+    tmp_path: Path, mosquitto: Mosquitto, sim_bus: Callable[..., Building]
+) -> tuple[Agent, Building, dict[str, Any]]:
+    b = sim_bus(*(f"sdm630@{u}" for u in UNITS), baud=19200, parity="N")
+    doc = config(1, b.bus().path, list(UNITS))
+    # generous: the meters answer from threads of this busy process
+    doc["buses"][0].update(timeout_ms=300, retries=1)
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    settings = settings_from_dict(
+        {
+            "gateway": {"id": GW, "data_dir": "data", "initial_config": "config.json"},
+            "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "tls": False},
+            "signing": {"key": KEY_HEX},
+        },
+        tmp_path / "gateway.toml",
+    )
+    return Agent(settings), b, doc
+
+
+def _assert_nothing_served_was_lost(b: Building, readings: list[tuple[int, int, Any]]) -> None:
+    requests = requests_on_bus(b.truth.records(), load_profile("sdm630"), 1)
+    match_readings(requests, readings, lambda device: device, lambda _ch, v: v)
+    assert lost_polls(requests, QUANTITIES) == []
+
+
+@pytest.mark.timeout(30)
+def test_a_new_configuration_keeps_the_readings_of_the_tick_in_progress(
+    tmp_path: Path, mosquitto: Mosquitto, sim_bus: Callable[..., Building]
+) -> None:
+    agent, b, doc = _agent_on_sim_bus(tmp_path, mosquitto, sim_bus)
+    mid = _MidTick(agent)
+    changed = json.loads(json.dumps(doc))
+    changed["version"] = 2
+    changed["buses"][0]["timeout_ms"] = 400  # the bus changed: its poller is replaced
+
+    async def scenario() -> int:
+        task = asyncio.create_task(agent.run())
+        try:
+            await asyncio.wait_for(mid.reached.wait(), 10)
+            assert mid.tick_ms is not None
+            # meter 1 of this tick is stored, meters 2 and 3 are still being read; the signed
+            # document takes the path of one from the fleet (verified, validated, applied)
+            assert agent.remote is not None
+            assert await agent.remote.handle(signed(changed)) == messages.REPORT_APPLIED
+            missing = _channels_missing_at(_stored(agent.settings.buffer_path), mid.tick_ms)
+            assert missing == set(), "readings of the tick in progress were dropped"
+            # the new poller polls the next tick
+            assert await _until(lambda: mid.last_ms > mid.tick_ms, 5)  # type: ignore[operator]
+        finally:
+            agent.stop()
+            await asyncio.wait_for(task, 20)
+        return mid.tick_ms
+
+    tick_ms = asyncio.run(scenario())
+    readings = _stored(agent.settings.buffer_path)
+    assert _channels_missing_at(readings, tick_ms) == set()
+    assert _channels_missing_at(readings, tick_ms + 1000) == set()
+    _assert_nothing_served_was_lost(b, readings)
+
+
+@pytest.mark.timeout(30)
+def test_sigterm_waits_for_the_tick_in_progress(
+    tmp_path: Path, mosquitto: Mosquitto, sim_bus: Callable[..., Building]
+) -> None:
+    agent, b, _doc = _agent_on_sim_bus(tmp_path, mosquitto, sim_bus)
+    mid = _MidTick(agent)
+
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, agent.stop)  # as run_agent (`edge run`) does
+        try:
+            task = asyncio.create_task(agent.run())
+            try:
+                await asyncio.wait_for(mid.reached.wait(), 10)
+                os.kill(os.getpid(), signal.SIGTERM)  # meters 2 and 3 are still being read
+                await asyncio.wait_for(task, 20)
+            finally:
+                agent.stop()
+                await asyncio.wait_for(task, 20)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+        assert mid.tick_ms is not None
+        return mid.tick_ms
+
+    tick_ms = asyncio.run(scenario())
+    readings = _stored(agent.settings.buffer_path)
+    assert _channels_missing_at(readings, tick_ms) == set(), "the tick in progress was cut short"
+    assert mid.last_ms == tick_ms  # and no tick began after SIGTERM
+    _assert_nothing_served_was_lost(b, readings)

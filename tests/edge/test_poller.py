@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -224,3 +225,63 @@ def test_next_tick_is_aligned_and_skips_missed_ticks_without_drift() -> None:
     # a cycle that ran until 143.4 skips 120, 130, 135, 140 and keeps the grid
     assert poller.next_tick(143.4) == 150
     assert poller._ticks_between(110, 150) == 4
+
+
+class _FirstCallSink(ListSink):
+    """A ListSink that sets `first` when the first meter's readings are stored (the poller
+    then reads the other meters of the same tick)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = asyncio.Event()
+
+    def append(self, readings: Any) -> None:
+        super().append(readings)
+        self.first.set()
+
+
+def test_stop_between_ticks_lets_the_tick_in_progress_end_and_starts_no_other(
+    sim_bus: Callable[..., Building],
+) -> None:
+    b = sim_bus("sdm630@1", "sdm630@2", "sdm630@3", baud=19200, parity="N")
+    sink = _FirstCallSink()
+    poller = BusPoller(_rtu(b.bus().path, timeout_ms=300), [_meter(u, u) for u in (1, 2, 3)], sink)
+
+    async def go() -> None:
+        task = asyncio.create_task(poller.run())
+        await asyncio.wait_for(sink.first.wait(), 5)
+        assert poller.polling  # meters 2 and 3 of this tick are still to be read
+        await poller.stop_between_ticks(task)
+        assert task.done() and not poller.polling
+
+    asyncio.run(go())
+    assert len(sink.calls) == 3  # the three polls of one tick, not one of another
+    assert len({ts for _c, ts, _v in sink.readings}) == 1
+    # every value the meters served reached the sink
+    ids = {f"sdm630@{u}": u for u in (1, 2, 3)}
+    assert _readings_by_channel(sink.readings) == _truth_by_channel(b, ids)
+    assert {ch >> 8 for ch, _ts, _v in sink.readings} == {1, 2, 3}
+
+
+def test_stop_between_ticks_cancels_a_tick_that_outlasts_its_timeout(
+    sim_bus: Callable[..., Building],
+) -> None:
+    # Unit 9 never answers: with 3 attempts of 400 ms its tick takes over a second, more
+    # than the stop is willing to wait (a stuck bus must not hold up a stop or a new config).
+    b = sim_bus("sdm630@1", baud=19200, parity="N")
+    poller = BusPoller(_rtu(b.bus().path, timeout_ms=400, retries=2), [_meter(9, 9)], ListSink())
+
+    async def go() -> float:
+        task = asyncio.create_task(poller.run())
+        for _ in range(200):
+            if poller.polling:
+                break
+            await asyncio.sleep(0.01)
+        assert poller.polling
+        started = time.monotonic()
+        await poller.stop_between_ticks(task, timeout_s=0.2)
+        assert task.done()
+        return time.monotonic() - started
+
+    assert asyncio.run(go()) < 0.6
+    assert poller.master.port is None  # the port is closed: a new poller may open it

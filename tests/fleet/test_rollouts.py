@@ -325,3 +325,40 @@ def test_a_group_of_reports_is_recorded_as_one_by_one(
         )
     assert states == {gws[0]: "applied", gws[1]: "rolled_back", gws[2]: "delivered"}
     assert reported == {gws[0]: 2, gws[1]: 1, gws[2]: 1}
+
+
+def test_a_target_that_applied_then_rolled_back_ends_rolled_back_and_counts_as_a_failure(
+    db: Engine, fleet10: tuple[int, list[str]]
+) -> None:
+    # A gateway reports "applied" as soon as it runs the new document, and "rolled_back" later,
+    # in a report of its own, when the trial finds that document broken (the e2e suite's
+    # broken bus port). By then its stage may have settled and the next batch gone out.
+    org_id, gws = fleet10
+    rid = _create(db, org_id, gateway_ids=gws[:4], batch_size=2, failure_threshold=0.25)
+    assert _tick(db, NOW_MS).delivered == 2
+    assert sorted(_report(db, "applied", rollout_id=rid)) == gws[:2]
+    assert _tick(db, NOW_MS + 1).delivered == 2  # the first stage settled: the next batch
+    with read(db) as conn:
+        (target,) = [tg for tg in rollouts.targets(conn, rid) if tg["gateway_id"] == gws[1]]
+    v = target["config_version"]
+    assert target["state"] == "applied"
+    reason = "every poll failed for 60 s: bus b1: /dev/ttyNOPE9 does not exist"
+    report = {"gateway": gws[1], "version": v - 1, "desired_version": v,
+              "status": "rolled_back", "reason": reason, "ts_ms": NOW_MS + 2}  # fmt: skip
+    with transaction(db) as conn:
+        settled = config_service.record_reported(
+            conn, gws[1], messages.decode_reported(messages.encode_reported(**report))
+        )
+        assert settled == rid  # the bridge advances the rollout at once
+        assert rollouts.should_advance(conn, rid)  # 1 of 2 finished failed: 50 % > 25 %
+    with read(db) as conn:
+        by_gw = {tg["gateway_id"]: tg for tg in rollouts.targets(conn, rid)}
+    assert (by_gw[gws[1]]["state"], by_gw[gws[1]]["reason"]) == ("rolled_back", reason)
+    assert by_gw[gws[0]]["state"] == "applied"
+    res = _tick(db, NOW_MS + 3)
+    assert res.halted == [rid] and res.delivered == 0
+    with read(db) as conn:
+        r = rollouts.get(conn, rid)
+    assert r["state"] == "halted" and "1 of 2 gateways failed" in r["halt_reason"]
+    assert r["counts"] == {"queued": 0, "delivered": 2, "applied": 1, "failed": 0,
+                           "rolled_back": 1}  # fmt: skip
