@@ -1,7 +1,8 @@
 """Energy pages of the UI (docs/ui.md, docs/insight.md): the municipality's energy and CO2 per
 building for a day, week, month or year with its data coverage and the kWh/m² ranking; one
 building's energy, 15-minute load profile (CSV), base load and CO2; the monthly reports; the
-emission factors (admins set the organisation's own). Every figure comes from
+emission factors (admins set the organisation's own); the insight settings (night window,
+base-load alert, benchmark sharing; admins change them). Every figure comes from
 fleet/insight/service.py and reports.py, as the API's do: no SQL and no computation here."""
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from fleet import audit, auth
 from fleet.api import schemas
+from fleet.api.routers.insight import SettingsIn
 from fleet.insight import calendar as cal
 from fleet.insight import co2, export, queries, reports, service
 from fleet.insight.energy import MISSING, QuarterHour, missing_ranges
@@ -34,7 +37,7 @@ SUB_PERIOD = {"year": "month", "month": "day", "week": "day"}  # the bars of a p
 PROFILE_SPANS = ("day", "week")
 PROFILE_MAX_DAYS = 31  # as the API's load profile
 MAX_MISSING = 6  # missing ranges listed per period; more are counted
-DONE = ("factor_set", "factor_cleared")
+DONE = ("factor_set", "factor_cleared", "settings_saved")
 REPORT_CSP = (
     "default-src 'none'; style-src {style}; img-src 'self' data:; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'"
@@ -541,3 +544,104 @@ async def clear_factor(request: Request) -> Response:
     if not await run_in_threadpool(delete):
         raise c.UiNotFound()
     return c.redirect(c.PREFIX + "/energy/factors", done="factor_cleared")
+
+
+# --- insight settings -------------------------------------------------------------------------
+
+# form field -> message key when its value is out of the API's limits (SettingsIn)
+SETTING_ERRORS = {
+    "night_start_hour": "insight_settings.bad_start",
+    "night_end_hour": "insight_settings.bad_end",
+    "base_load_rise_pct": "insight_settings.bad_rise",
+    "baseline_weeks": "insight_settings.bad_weeks",
+}
+
+
+def _settings_form(lang: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The form's entries for the stored settings (the alert threshold in percent)."""
+    return {
+        "night_start_hour": str(settings["night_start_hour"]),
+        "night_end_hour": str(settings["night_end_hour"]),
+        "base_load_rise_pct": fmt_num(lang, settings["base_load_rise_share"] * 100),
+        "baseline_weeks": str(settings["baseline_weeks"]),
+        "shares_benchmarks": bool(settings["shares_benchmarks"]),
+    }
+
+
+def _settings_page(
+    request: Request,
+    errors: dict[str, str] | None = None,
+    form: dict[str, Any] | None = None,
+    status: int = 200,
+) -> Response:
+    s = c.session(request)
+    cx = c.ctx(request)
+    with cx.ro() as conn:
+        settings = queries.get_settings(conn, s.principal.org_id)
+    done = request.query_params.get("done")
+    return render(
+        request,
+        "energy_settings.html",
+        {"settings": settings, "rise_pct": settings["base_load_rise_share"] * 100,
+         "form": form or _settings_form(lang_of(request), settings), "errors": errors or {},
+         "done": done if done in DONE else None},
+        status,
+    )  # fmt: skip
+
+
+@router.get("/energy/settings")
+def insight_settings(request: Request) -> Response:
+    return _settings_page(request)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text.replace(",", ".").replace("%", "").strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _settings_input(lang: str, form: FormData) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings of the form in the API's terms (checked with the API's SettingsIn, so
+    the limits are the same) and the message per form field that is wrong."""
+    raw = {
+        "night_start_hour": c.form_int(form, "night_start_hour"),
+        "night_end_hour": c.form_int(form, "night_end_hour"),
+        "base_load_rise_pct": _number(c.form_str(form, "base_load_rise_pct", max_len=40)),
+        "baseline_weeks": c.form_int(form, "baseline_weeks"),
+    }
+    errors = {k: translate(lang, SETTING_ERRORS[k]) for k, v in raw.items() if v is None}
+    pct = raw.pop("base_load_rise_pct")
+    values = {**raw, "base_load_rise_share": None if pct is None else pct / 100,
+              "shares_benchmarks": form.get("shares_benchmarks") == "on"}  # fmt: skip
+    try:
+        SettingsIn.model_validate(values)
+    except ValidationError as exc:
+        for e in exc.errors():
+            field = str(e["loc"][0]).replace("base_load_rise_share", "base_load_rise_pct")
+            if field in SETTING_ERRORS:
+                errors.setdefault(field, translate(lang, SETTING_ERRORS[field]))
+    if "night_end_hour" not in errors and values["night_start_hour"] == values["night_end_hour"]:
+        errors["night_end_hour"] = translate(lang, "insight_settings.same_hours")
+    return values, errors
+
+
+@router.post("/energy/settings")
+async def save_insight_settings(request: Request) -> Response:
+    s, form = await c.post_form(request, auth.ADMIN)
+    cx = c.ctx(request)
+    values, errors = _settings_input(lang_of(request), form)
+    if errors:
+        keep = {k: c.form_str(form, k, max_len=40) for k in SETTING_ERRORS}
+        keep["shares_benchmarks"] = values["shares_benchmarks"]
+        return await run_in_threadpool(_settings_page, request, errors, keep, 422)
+
+    def save() -> None:
+        with cx.tx() as conn:
+            queries.put_settings(conn, s.principal.org_id, dict(values), cx.now_ms)
+            audit.record(conn, s.principal, "insight.settings", "insight", cx.now_ms,
+                         {**values, "via": "ui"})  # fmt: skip
+
+    await run_in_threadpool(save)
+    return c.redirect(c.PREFIX + "/energy/settings", done="settings_saved")

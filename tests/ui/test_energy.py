@@ -3,7 +3,8 @@ ingest and storage: the municipality's month and a building's day show the figur
 by hand in tests/fleet/test_insight_api.py (the same readings), with the missing data in
 words; load profile CSV in both layouts; reports; kWh/m² ranking, shared only between sharing
 organisations; another organisation's building is not found; only admins set emission
-factors, and only with the form's CSRF token."""
+factors and the insight settings (night window, alert, sharing), and only with the form's CSRF
+token."""
 
 from __future__ import annotations
 
@@ -277,7 +278,8 @@ def test_energy_pages_have_no_inline_code_and_label_their_fields(
     c = signed_in(engine, "town-a", "admin")
     site = f"/ui/energy/sites/{a.site_id}"
     # odd arguments show a sensible period instead of failing
-    paths = ("/ui/energy", site, "/ui/energy/factors", "/ui/energy?period=year&date=2026-01-01",
+    paths = ("/ui/energy", site, "/ui/energy/factors", "/ui/energy/settings",
+             "/ui/energy?period=year&date=2026-01-01",
              "/ui/energy?period=week&date=x", f"{site}?period=week&date=2001-01-01&profile=week",
              f"{site}?period=day&date=2099-12-31", f"{site}?period=year&date=1999-05-05",
              f"{site}?period=bogus&profile=bogus&year=abc")  # fmt: skip
@@ -287,6 +289,99 @@ def test_energy_pages_have_no_inline_code_and_label_their_fields(
         assert not re.search(r"<style\b|\sstyle=|<script>|\son[a-z]+=", r.text), path
         for field_id in re.findall(r'<(?:input|select)[^>]*\sid="([^"]+)"', r.text):
             assert f'for="{field_id}"' in r.text, (path, field_id)
+
+
+def test_an_admin_moves_the_night_window_and_the_base_load_follows(
+    engine: Engine, world: tuple[Org, Org]
+) -> None:
+    a, _ = world
+    viewer = signed_in(engine, "town-a", "viewer")
+    day = f"/ui/energy/sites/{a.site_id}?period=day&date=2026-01-13"
+    # 13 Jan: 00-02 h interpolated (not counted), 02:00-02:15 and 12:00-12:15 measured at 2 kW
+    # (the gap's edge, the counter reset), every other measured quarter hour 3 kW, 72 of them
+    # (53.5 kWh in 18 h). Night 0-4 h: 2 kW once, 3 kW seven times = 2.875 kW; share
+    # 2.875 x 18 / 53.5 = 96.7 %
+    page = text_of(viewer.get(day).text)
+    assert "Nacht-Grundlast (0–4 Uhr) 2,88 kW" in page and "96,7 %" in page
+    assert 'href="/ui/energy/settings"' in viewer.get("/ui/energy").text
+
+    admin = signed_in(engine, "town-a", "admin")
+    form_page = admin.get("/ui/energy/settings").text
+    for name, value in (("night_start_hour", "0"), ("night_end_hour", "4"),
+                        ("base_load_rise_pct", "20"), ("baseline_weeks", "4")):  # fmt: skip
+        assert re.search(rf'name="{name}"[^>]*value="{value}"', form_page), name
+    assert "mittlere Leistung des Gebäudes in diesen Stunden" in form_page  # help in words
+    r = admin.post(
+        "/ui/energy/settings",
+        data={"csrf": csrf_of(form_page), "night_start_hour": "22", "night_end_hour": "3",
+              "base_load_rise_pct": "25,5", "baseline_weeks": "6", "shares_benchmarks": "on"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert r.status_code == 303
+    assert r.headers["location"] == "/ui/energy/settings?done=settings_saved"
+    assert "Einstellungen gespeichert." in admin.get(r.headers["location"]).text
+    with read(engine) as conn:
+        assert queries.get_settings(conn, a.id) == {
+            "night_start_hour": 22, "night_end_hour": 3, "base_load_rise_share": 0.255,
+            "baseline_weeks": 6, "shares_benchmarks": True,
+        }  # fmt: skip
+        items, _ = audit.entries(conn, a.id, 10, 0)
+    assert [e["target"] for e in items if e["action"] == "insight.settings"] == ["insight"]
+
+    # across midnight, 22-3 h: nothing measured 22-24 h, 02-03 h: 2, 3, 3, 3 kW = 2.75 kW;
+    # share 2.75 x 18 / 53.5 = 92.5 %
+    page = text_of(viewer.get(day).text)
+    assert "Nacht-Grundlast (22–3 Uhr) 2,75 kW" in page and "92,5 %" in page
+    # the viewer reads the values, has no form; sharing now shows the shared ranking
+    shown = viewer.get("/ui/energy/settings").text
+    assert 'name="night_start_hour"' not in shown
+    assert "Nachtfenster 22–3 Uhr" in text_of(shown) and "25,5 %" in shown
+    assert "Town-A School town-a" in text_of(viewer.get("/ui/energy?year=2026").text)
+
+
+def test_only_admins_change_the_insight_settings_with_csrf_and_valid_values(
+    engine: Engine, orgs: tuple[Org, Org]
+) -> None:
+    a, _ = orgs
+    operator = signed_in(engine, "town-a", "operator")
+    page = operator.get("/ui/energy/settings")
+    assert page.status_code == 200 and 'name="night_start_hour"' not in page.text
+    assert "Ändern dürfen nur Admins" in page.text and "0–4 Uhr" in page.text
+    good = {"night_start_hour": "1", "night_end_hour": "5", "base_load_rise_pct": "20",
+            "baseline_weeks": "4"}  # fmt: skip
+    r = operator.post("/ui/energy/settings", data={**good, "csrf": csrf_of(page.text)})
+    assert r.status_code == 403
+
+    admin = signed_in(engine, "town-a", "admin")
+    token = csrf_of(admin.get("/ui/energy/settings").text)
+    assert admin.post("/ui/energy/settings", data=good).status_code == 403  # no token
+    assert admin.post("/ui/energy/settings", data={**good, "csrf": ""}).status_code == 403
+
+    bad = admin.post("/ui/energy/settings", data={**good, "csrf": token, "night_start_hour": "25"})
+    assert bad.status_code == 422
+    # the message right after its field, which refers to it (aria-describedby)
+    field = re.search(
+        r'<input id="s-night_start_hour"[^>]*>\s*<span class="field-error" '
+        r'id="s-night_start_hour-error">(.*?)</span>\s*<small',
+        bad.text,
+        re.S,
+    )
+    assert field is not None and "Beginn: eine volle Stunde von 0 bis 23." in field.group(1)
+    assert re.search(r'id="s-night_start_hour"[^>]*value="25"[^>]*aria-invalid="true"', bad.text)
+    assert 'value="5"' in bad.text  # the other entries are kept
+    same = admin.post("/ui/energy/settings", data={**good, "csrf": token, "night_end_hour": "1"})
+    assert same.status_code == 422
+    assert re.search(r'id="s-night_end_hour-error".*?vom Beginn unterscheiden', same.text, re.S)
+    admin.get("/ui/lang/en")
+    rise = admin.post(
+        "/ui/energy/settings", data={**good, "csrf": token, "base_load_rise_pct": "0"}
+    )
+    assert rise.status_code == 422 and 'id="s-base_load_rise_pct-error"' in rise.text
+    assert "Rise: a number above 0" in rise.text
+    with read(engine) as conn:
+        assert queries.get_settings(conn, a.id)["night_start_hour"] == 0  # nothing saved
+        items, _ = audit.entries(conn, a.id, 10, 0)
+    assert not any(e["action"] == "insight.settings" for e in items)
 
 
 @pytest.fixture
