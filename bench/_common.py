@@ -11,9 +11,10 @@ import platform
 import sys
 
 
-def parse_args(description, argv=None):
-    """The common command line: --quick (same keys, smaller run) and --json."""
-    p = argparse.ArgumentParser(description=description)
+def parse_args(description, argv=None, parents=()):
+    """The common command line: --quick (same keys, smaller run) and --json, plus the options
+    of `parents` (argparse parsers made with add_help=False)."""
+    p = argparse.ArgumentParser(description=description, parents=list(parents))
     p.add_argument(
         "--quick", action="store_true", help="smaller run with the same output keys, under a minute"
     )

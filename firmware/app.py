@@ -3,10 +3,12 @@ uplink -> configuration, one asyncio task per concern, and feeds the watchdog wh
 Board-independent; firmware/main.py (boards) and firmware/run_unix.py (unix port) start it.
 
 settings (the local bootstrap file, never remote): gateway, mqtt {host, port, user, password,
-tls, keepalive_s}, keys [signing keys, text], config (the initial configuration document),
+tls, keepalive_s}, keys [signing keys, text] and/or keys_hex [the same as hex digits, as the
+fleet issues them at provisioning], config (the initial configuration document),
 and optionally board {...}, ntp_host, status_interval_s, watchdog_ms, time_scale (tests)."""
 
 import asyncio
+import binascii
 import gc
 import sys
 import time
@@ -185,13 +187,27 @@ class App:
             await asyncio.sleep_ms(200)
             await self.config.step()
 
+    async def quiesce(self, wdt, timeout_ms=10000):
+        """Let every poller finish the tick in progress (the meters served its values) and
+        start no new one; at most timeout_ms."""
+        for p in self.pollers:
+            p.stopping = True
+        start = time.ticks_ms()
+        while any(p.polling for p in self.pollers):
+            if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
+                break
+            wdt.feed()
+            await asyncio.sleep_ms(20)
+
     async def _watchdog_loop(self, tasks, timeout_ms):
         wdt = self.board.watchdog(timeout_ms)
         while True:
             if self.restart_requested:
+                await self.quiesce(wdt)
                 for t in tasks:
                     t.cancel()
                 await self.stop_io()
+                self.buffer.flush()  # the readings still in RAM: a restart must lose nothing
                 self.uplink.client.close()
                 await asyncio.sleep_ms(0)
                 raise Restart()
@@ -209,7 +225,8 @@ class App:
         s = self.settings
         board = self.board
         root = board.mount_flash()
-        keys = [k.encode() for k in s["keys"]]
+        keys = [k.encode() for k in s.get("keys", ())]
+        keys += [binascii.unhexlify(k) for k in s.get("keys_hex", ())]  # as the fleet issues
 
         async def report(version, desired, status, reason):
             if self.uplink is None:  # at start-up: sent once the uplink exists
@@ -275,7 +292,7 @@ class App:
             on_config=self.config.on_desired,
             window=s.get("window", 4),
             max_batch_readings=min(ul.get("max_batch_readings", 200), 500),
-            batch_interval_s=ul.get("batch_interval_s", 10),
+            batch_interval_s=ul.get("batch_interval_s", 10) / board.clock_scale,
             backlog_readings_per_s=ul.get("backlog_readings_per_s", 2000),
             ack_timeout_s=s.get("ack_timeout_s", 30),
         )
@@ -286,8 +303,10 @@ class App:
         tasks = [asyncio.create_task(up.run()), asyncio.create_task(self._config_loop())]
         if not self.timesync.synced() or s.get("ntp_host"):
             tasks.append(asyncio.create_task(self.timesync.run()))
-        tasks.append(asyncio.create_task(self._status_loop(s.get("status_interval_s", 60))))
-        tasks.append(asyncio.create_task(self._flush_loop(s.get("flush_interval_s", 30))))
+        scale = board.clock_scale  # > 1 only in benchmarks on the unix port: a faster day
+        status_s = s.get("status_interval_s", 60) / scale
+        tasks.append(asyncio.create_task(self._status_loop(status_s)))
+        tasks.append(asyncio.create_task(self._flush_loop(s.get("flush_interval_s", 30) / scale)))
         gc.collect()
         print(
             "app: gateway %s boot %d config %d, %d bytes heap free"

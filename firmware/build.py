@@ -5,6 +5,7 @@ board, and report code size per module and the RAM the app takes on the unix por
     python -m firmware.build --board esp32 --out build/esp32          # compile + size report
     python -m firmware.build --board unix --out build/unix --ram     # + RAM report
     python -m firmware.build --board esp32 --out build/esp32 --json  # one JSON line
+    python -m firmware.build --board esp32 --out build/esp32 --romfs build/esp32.romfs
     python -m firmware.build --board esp32 --out - --typecheck STUBS  # mypy vs the stubs
 
 Then copy the output to the board (`mpremote cp -r build/esp32/* :`, see docs/firmware.md).
@@ -24,6 +25,7 @@ BOARDS = ("esp32", "rp2", "unix")
 # Never on a gateway: host tools and simulators.
 _NEVER = {
     "firmware/build.py",
+    "firmware/romrun.py",
     "protocols/modbus_server.py",
     "protocols/rak3172_sim.py",
 }
@@ -114,22 +116,31 @@ print(json.dumps({"base": base, "steps": steps, "free": gc.mem_free()}))
 """
 
 
-def ram_report(tree, heap="512K", modules=APP_MODULES):
+def ram_report(tree, heap="512K", modules=APP_MODULES, rom=False):
     """Heap bytes held after importing the app's modules one after the other (unix port,
-    64-bit: objects are larger than on the 32-bit boards), each step cumulative."""
+    64-bit: objects are larger than on the 32-bit boards), each step cumulative. rom: import
+    them from a ROMFS image of tree (firmware/romrun.py), bytecode in place as on a board
+    with ROMFS; otherwise from the .mpy files, which load their bytecode into the heap."""
     probe = Path(tree) / "_ram_probe.py"
     probe.write_text(_RAM_PROBE)
     try:
+        if rom:
+            from firmware import romrun
+
+            image = Path(tree).parent / (Path(tree).name + ".romfs")
+            image.write_bytes(romrun.build_image(tree))
+            cmd = romrun.command(image, heap, "_ram_probe", *modules)
+            env = dict(os.environ)
+        else:
+            cmd = [tool("micropython"), "-X", "heapsize=" + heap, str(probe)] + list(modules)
+            env = dict(os.environ, MICROPYPATH=f"{tree}:.frozen")
         proc = subprocess.run(
-            [tool("micropython"), "-X", "heapsize=" + heap, str(probe)] + list(modules),
-            cwd=str(tree),
-            env=dict(os.environ, MICROPYPATH=f"{tree}:.frozen"),
-            capture_output=True,
-            text=True,
-            timeout=60,
+            cmd, cwd=str(tree), env=env, capture_output=True, text=True, timeout=60
         )
     finally:
         probe.unlink()
+        if rom:
+            image.unlink()
     if proc.returncode != 0:
         raise SystemExit(f"RAM probe failed:\n{proc.stdout}{proc.stderr}")
     return json.loads(proc.stdout.splitlines()[-1])
@@ -171,7 +182,18 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="output folder (replaced)")
     p.add_argument("--ram", action="store_true", help="also report heap use (unix port)")
     p.add_argument("--heap", default="512K", help="heap for the RAM report (default 512K)")
+    p.add_argument(
+        "--rom",
+        action="store_true",
+        help="RAM report with the app imported from a ROMFS image (code runs in place)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument(
+        "--romfs",
+        metavar="FILE",
+        help="also write a ROMFS image of the app (mpremote romfs deploy FILE puts it on a "
+        "board with a ROMFS partition; main.py stays on the board's filesystem)",
+    )
     p.add_argument(
         "--typecheck",
         metavar="STUBS",
@@ -185,12 +207,26 @@ def main(argv=None):
     mpy = {k: v for k, v in sizes.items() if k.endswith(".mpy")}
     result = {"board": args.board, "out": args.out, "mpy_bytes": sum(mpy.values())}
     result["files"] = sizes
+    if args.romfs:
+        from firmware.romrun import build_image
+
+        boot = Path(args.out) / "main.py"
+        kept = boot.read_bytes() if boot.exists() else None
+        if kept is not None:
+            boot.unlink()  # runs from the board's filesystem, not from ROM
+        try:
+            image = build_image(args.out)
+        finally:
+            if kept is not None:
+                boot.write_bytes(kept)
+        Path(args.romfs).write_bytes(image)
+        result["romfs_bytes"] = len(image)
     if args.ram:
         tree = args.out
         if args.board != "unix":  # the probe needs the unix board's files
             tree = str(Path(args.out).with_name(Path(args.out).name + "-unix-ram"))
             compile_board("unix", tree)
-        result["ram"] = ram_report(tree, args.heap)
+        result["ram"] = ram_report(tree, args.heap, rom=args.rom)
     if args.json:
         print(json.dumps(result))
         return
@@ -198,6 +234,8 @@ def main(argv=None):
     for k in sorted(sizes):
         print(f"{k.ljust(width)}  {sizes[k]:7d}")
     print(f"{'total .mpy'.ljust(width)}  {result['mpy_bytes']:7d}")
+    if args.romfs:
+        print(f"{('ROMFS image ' + args.romfs).ljust(width)}  {result['romfs_bytes']:7d}")
     if args.ram:
         r = result["ram"]
         print(f"\nheap after import (unix port, 64-bit), base {r['base']} bytes:")

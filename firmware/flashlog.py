@@ -38,6 +38,9 @@ _STATE_MAGIC = const(0x4C4F4731)
 _BATCH = "<IQBIIIIQ"  # magic, seq, historical, end: segment, offset, skip; readings, created
 _BATCH_MAGIC = const(0x42415431)
 _BATCH_LEN = struct.calcsize(_BATCH)
+# The codec writes batches into one buffer made at start (grown in place if a batch needs more):
+# on a fragmented heap a new block of a batch's size may not be found (~2 bytes a reading).
+_ENCODE_BYTES = const(2048)
 
 
 class LogError(Exception):
@@ -87,6 +90,7 @@ class Buffer:
         self.flush_count = min(flush_count, _PER_RECORD)
         self.live_window_ms = live_window_ms
         self._rec = bytearray(_REC_MAX)
+        self._out = bytearray(_ENCODE_BYTES)
         self._pend_n = 0
         self._pend_oldest = None
         try:
@@ -132,10 +136,11 @@ class Buffer:
         except OSError:
             return 0
 
-    def _write_atomic(self, name, data):
+    def _write_atomic(self, name, *parts):
         tmp = self._f(name + ".tmp")
         with open(tmp, "wb") as f:
-            f.write(data)
+            for data in parts:
+                f.write(data)
         os.rename(tmp, self._f(name))
 
     def _save_state(self):
@@ -323,7 +328,9 @@ class Buffer:
         """The next unsent readings (oldest first, at most max_readings) as a
         new Batch with the next seq, encoded and persisted before it is returned; None if
         nothing is unsent. historical when its oldest reading is older than live_window_ms.
-        encode(seq, readings, historical, resolution) -> bytes; default protocols.codec."""
+        encode(seq, readings, historical, resolution) -> bytes; default protocols.codec,
+        written into the buffer made at start: the Batch's payload is then a memoryview of
+        it, valid until the next call (the uplink publishes it at once)."""
         self.flush()
         readings = []
         seg, off, skip = self.cur_seg, self.cur_off, self.cur_skip
@@ -365,9 +372,9 @@ class Buffer:
         count = len(readings)
         self.dropped += count - kept
         body = struct.pack(_BATCH, _BATCH_MAGIC, seq, historical, seg, off, skip, kept, now_ms)
-        data = body + payload
-        self._write_atomic("b%012d" % seq, data + struct.pack("<I", crc32(data)))
-        self._batches[seq] = (kept, len(data) + 4)
+        crc = crc32(payload, crc32(body))  # of body + payload, without joining them
+        self._write_atomic("b%012d" % seq, body, payload, struct.pack("<I", crc))
+        self._batches[seq] = (kept, len(body) + len(payload) + 4)
         self.next_seq = seq + 1
         self.cur_seg, self.cur_off, self.cur_skip = seg, off, skip
         self.unsent -= count
@@ -380,9 +387,15 @@ class Buffer:
         return Batch(seq, historical, kept, payload, now_ms)
 
     def _encode(self, seq, readings, historical, resolution, encode):
-        if encode is None:
-            from protocols.codec import encode_batch as encode
         from protocols.codec import CodecError
+
+        if encode is None:
+            from protocols.codec import encode_batch
+
+            out = self._out
+
+            def encode(seq, readings, historical, resolution):
+                return encode_batch(seq, readings, historical, resolution, out=out)
 
         try:
             return encode(seq, readings, historical, resolution), len(readings)

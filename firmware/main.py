@@ -10,6 +10,10 @@ import machine
 
 
 def main():
+    import firmware.provision  # unloads itself: no name here keeps it in the heap
+
+    if firmware.provision.boot("/settings.json"):  # /provision.json, no identity yet: claim
+        machine.soft_reset()  # then start the app with a clean heap
     with open("/settings.json") as f:
         settings = json.load(f)
     from firmware.boards import load

@@ -4,13 +4,13 @@ Kept apart from the poller so that profiles can be loaded (their validator takes
 before the Modbus and board modules are imported. No I/O here."""
 
 from protocols.planner import device_for_profile, items_for_profile
-from protocols.quantities import channel_id
 
 
 class Meter:
     """One configured meter: its config entry (dict, checked by protocols.config) and what
-    the poller needs of its profile (item list, device limits, the specs of the quantities it
-    reads). The Profile itself is not kept: a full one holds ~12 KB on a 64-bit heap."""
+    the poller needs of its profile: item list and device limits (for planning; the poller
+    drops them once its plans are made) and `quantities`, the profile's name -> QuantitySpec
+    dict, shared by every meter of the model. The Profile itself is not kept."""
 
     def __init__(self, entry, profile):
         self.device_id = entry["id"]
@@ -21,7 +21,6 @@ class Meter:
         names = entry.get("quantities") or list(profile.quantities)
         self.items = items_for_profile(profile, self.unit, names)  # PlanError: unknown name
         self.device = device_for_profile(profile)
-        specs = {}  # name -> (channel, QuantitySpec)
-        for n in names:
-            specs[n] = (channel_id(self.device_id, n), profile.quantities[n])
-        self.specs = specs
+        self.quantities = profile.quantities
+        # channel = channel_base | the quantity's code, as protocols.quantities.channel_id
+        self.channel_base = self.device_id << 8

@@ -88,8 +88,14 @@ class Poller:
         stopbits = bus.get("stopbits", 1)
         baud = bus.get("baud", 9600)
         bits = 10 if parity == "N" and stopbits == 1 else 11
-        self.planner = Planner(reads, devices, Bus(baud, bits)) if reads else None
         self._pdu = modbus.read_request_pdu  # loads protocols.modbus_client now
+        self.planner = Planner(reads, devices, Bus(baud, bits)) if reads else None
+        reads = devices = None
+        self._compacted = False
+        if self.planner is not None and self.planner.precompute(self._compact):
+            self._compacted = True
+            for m in meters:  # planned: what planning and decoding needed is in the plans
+                m.items = m.device = m.quantities = None
         self.intervals = sorted(set(m.interval_s for m in meters))
         if master is None:
             master = RtuMaster(board.uart(bus["port"], baud, parity, stopbits, bus.get("de_pin")))
@@ -97,6 +103,21 @@ class Poller:
         self.last_tick_s = None
         self.ticks_missed = 0
         self.cycles = 0
+        self.polling = False  # a tick is in progress: its readings are not all appended yet
+        self.stopping = False  # run() starts no new tick (App.quiesce, before a restart)
+
+    def _compact(self, requests):
+        """A planner plan as the poller keeps it: [(unit, request pdu, (offset, QuantitySpec,
+        offset, QuantitySpec, ...))]: no Request, Part or key tuples, the PDU built once."""
+        out = []
+        for r in requests:
+            quantities = self.meters[r.unit].quantities
+            parts = []
+            for part in r.items:
+                parts.append(part.offset)
+                parts.append(quantities[part.key[1]])
+            out.append((r.unit, self._pdu(r.function, r.address, r.count), tuple(parts)))
+        return out
 
     def next_tick(self, now_s):
         """The first tick at or after now_s (and after the last one run) with a meter due."""
@@ -115,6 +136,7 @@ class Poller:
         if self.planner is None:
             return
         board = self.board
+        scale = getattr(board, "clock_scale", 1)
         while True:
             now_ms = board.utc_ms()
             t = self.next_tick(now_ms // 1000 if now_ms % 1000 == 0 else now_ms // 1000 + 1)
@@ -128,19 +150,28 @@ class Poller:
                 wait_ms = t * 1000 - board.utc_ms()
                 if wait_ms <= 0:
                     break
-                await asyncio.sleep_ms(min(wait_ms, 1000))
-            await self.poll_tick(t)
+                await asyncio.sleep_ms(min(-(-wait_ms // scale), 1000))
+            if self.stopping:
+                return
+            self.polling = True
+            try:
+                await self.poll_tick(t)
+            finally:
+                self.polling = False
 
     async def poll_tick(self, t_s):
         """Poll every meter due at tick t_s (UTC s); readings get ts_ms = t_s * 1000."""
         self.last_tick_s = t_s
         if self.planner is None:
             return
+        plan = self.planner.plan_for(t_s)
+        if not self._compacted:  # more due sets than the planner keeps: compact each time
+            plan = self._compact(plan)
         by_unit = {}
-        for r in self.planner.plan_for(t_s):
-            lst = by_unit.get(r.unit)
+        for r in plan:
+            lst = by_unit.get(r[0])
             if lst is None:
-                lst = by_unit[r.unit] = []
+                lst = by_unit[r[0]] = []
             lst.append(r)
         later = []
         for unit, requests in by_unit.items():
@@ -164,9 +195,8 @@ class Poller:
         readings = []
         answered = False
         complete = True
-        specs = meter.specs
-        for req in requests:
-            pdu = self._pdu(req.function, req.address, req.count)
+        base = meter.channel_base
+        for _unit, pdu, parts in requests:
             try:
                 data = await self.master.read(meter.unit, pdu, self.timeout_ms, retries, st)
             except ModbusError as exc:
@@ -178,16 +208,15 @@ class Poller:
                     break  # a silent meter: do not spend the bus on its other requests
                 continue
             answered = True
-            for part in req.items:
-                name = part.key[1]
-                ch, q = specs[name]
+            for i in range(0, len(parts), 2):
+                q = parts[i + 1]
                 v = values.decode(
-                    data, part.offset, q.type, q.word_order, q.byte_order, q.scale, q.offset, q.na
+                    data, parts[i], q.type, q.word_order, q.byte_order, q.scale, q.offset, q.na
                 )
                 if v is None:
                     st.missing_values += 1
                 else:
-                    readings.append((ch, ts_ms, v))
+                    readings.append((base | q.code, ts_ms, v))
         if readings:
             self.buffer.append(readings)
         if complete:

@@ -1,8 +1,11 @@
 """Async Modbus RTU master on one board UART (RS-485): t3.5 silence before each request, the
 answer collected with protocols' RtuResponseParser, every wait bounded. No decoding here.
 
-Same rules as edge/poller.RtuMaster: after a failed request the line stays silent for the
-timeout (capped) before the next request, so a late answer is never taken for the next one."""
+Same rules as edge/poller.RtuMaster (docs/edge.md, "RTU timing"): RTU answers carry no request
+id, so after a request timed out the line must stay silent for the timeout (capped) before a
+different request goes out, and again after an answered retry of it (that answer may have been
+the late one to the first attempt, the retry's own still to come): a late answer is never taken
+for the answer to the next request."""
 
 import asyncio
 import time
@@ -46,7 +49,19 @@ class RtuMaster:
         self._new_parser = modbus.RtuResponseParser
         self._parser = None
         self._last_us = time.ticks_us()
-        self._recovery_us = 0
+        self._recovery_us = 0  # extra silence owed after a failed request
+        # The request (unit, pdu) that timed out and when: its answer may still come, late.
+        self._unanswered = None
+        self._unanswered_us = 0
+
+    def _answered(self, unit, pdu):
+        """A valid answer came. To a retry of the request that timed out it may be the late
+        answer to the first attempt, the retry's own still to come: then the next different
+        request still owes the silence, counted from now."""
+        if self._unanswered is not None and self._unanswered == (unit, pdu):
+            self._unanswered_us = time.ticks_us()
+        else:
+            self._recovery_us = 0
 
     async def _quiet(self):
         """Wait until the line was silent for t3.5 (or the recovery time), dropping noise."""
@@ -70,6 +85,14 @@ class RtuMaster:
     async def transact(self, unit, pdu, timeout_ms):
         """Send pdu to unit and collect its answer; timeout_ms runs from the end of the
         request to the first byte, plus the answer's own wire time."""
+        if self._unanswered is not None and self._unanswered != (unit, pdu):
+            # A late answer to the request that timed out would pass for this other one's:
+            # the owed silence counts from the timeout (or the retry's answer), not from
+            # that request. A retry of that same request keeps counting from its first
+            # attempt: either answer is one to it.
+            if time.ticks_diff(self._unanswered_us, self._last_us) > 0:
+                self._last_us = self._unanswered_us
+            self._unanswered = None
         await self._quiet()
         if self._parser is None:
             self._parser = self._new_parser(unit, pdu, True)
@@ -103,19 +126,22 @@ class RtuMaster:
                     try:
                         result = parser.feed(memoryview(rx)[:n])
                     except ModbusExceptionResponse:
-                        self._recovery_us = 0
+                        self._answered(unit, pdu)  # a valid answer all the same
                         raise
                     if result is not None:
-                        self._recovery_us = 0
+                        self._answered(unit, pdu)
                         return bytes(result)
                     continue
                 over = time.ticks_diff(now, start) >= budget
                 if got and (time.ticks_diff(now, last) >= gap or over):
                     result = parser.end_of_frame()  # raises for a truncated answer
                     if result is not None:
-                        self._recovery_us = 0
+                        self._answered(unit, pdu)
                         return bytes(result)
                 if over:
+                    if self.recover_after_error:
+                        self._unanswered = (unit, pdu)
+                        self._unanswered_us = now
                     raise NoAnswerError(
                         "unit %d on %s did not answer within %d ms: check wiring, unit id, "
                         "baud rate and parity" % (unit, uart.description, timeout_ms)

@@ -16,6 +16,9 @@ def main(argv):
     if len(argv) != 3:
         print("usage: micropython -m firmware.run_unix <data dir> <settings.json>")
         sys.exit(2)
+    import firmware.provision  # unloads itself: no name here keeps it in the heap
+
+    firmware.provision.boot(argv[2])  # provision.json beside, no settings yet: claim identity
     with open(argv[2]) as f:
         settings = json.load(f)
     from firmware.boards import load

@@ -12,6 +12,7 @@ aside (the buffer counts it as dropped). Reconnects back off 1 s .. 60 s with ji
 import asyncio
 import gc
 import json
+import sys
 import time
 
 from firmware.mqtt import MQTTError, backoff_ms
@@ -128,8 +129,9 @@ class Uplink:
                 print("uplink: %s" % e)
             except OSError as e:
                 print("uplink: network error %r" % e)
-            except MemoryError:  # a fragmented heap: drop the connection's buffers, retry
-                print("uplink: out of memory; reconnecting")
+            except MemoryError as e:  # a fragmented heap: drop the connection's buffers, retry
+                print("uplink: out of memory (%r); reconnecting" % e)
+                sys.print_exception(e)  # where: the log is all a technician has
             finally:
                 self.connected = False
                 self.client.close()

@@ -52,6 +52,9 @@ def config_schema():
         ("stopbits", Enum(1, 2), 1),
         ("timeout_ms", Int(10, 10000), 300),
         ("retries", Int(0, 5), 1),
+        # GPIO of the transceiver's DE/RE pins on ESP32 / Pico W gateways (absent: the board
+        # settings' pin, or a transceiver with automatic direction control); edge ignores it
+        ("de_pin", Int(0, 48), OPTIONAL),
     )
     tcp = Obj(
         ("id", ref_id),

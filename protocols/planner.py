@@ -245,6 +245,20 @@ class Planner:
         self._cache = {}
         plan(due_items(reads, 0), *self.args)  # reject bad items now, not at some tick
 
+    def precompute(self, convert=None):
+        # Plan every distinct due set now (schedule()) and drop the reads and devices, so a
+        # small gateway keeps only the plans; convert(plan), if given, turns each plan into
+        # the caller's own (smaller) form, which plan_for() then returns. False, keeping
+        # everything as it was, when there are more due sets than max_cached.
+        if len(self.schedule()) > self.max_cached:
+            self._cache.clear()
+            return False
+        if convert is not None:
+            for key in list(self._cache):
+                self._cache[key] = convert(self._cache[key])
+        self.reads = self.args = None
+        return True
+
     def _due_key(self, t_s):
         key = []
         for i in self.intervals:
@@ -257,6 +271,8 @@ class Planner:
         key = self._due_key(t_s)
         p = self._cache.get(key)
         if p is None:
+            if self.reads is None:  # precomputed: every due set is cached, so none is due
+                return []
             if len(self._cache) >= self.max_cached:
                 self._cache.clear()
             p = self._cache[key] = plan(due_items(self.reads, t_s), *self.args)

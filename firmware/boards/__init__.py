@@ -6,9 +6,12 @@ import machine, network or termios directly. ``load(name)`` picks one ("unix", "
 Board(settings: dict)              settings: the "board" table of the local (unsigned) config
   .name                            "unix", "esp32", "rp2"
   .uart(port, baud, parity="N", stopbits=1, de_pin=None) -> Uart
-                                   port: a device path on unix, a UART id (int) on boards
+                                   port: a device path on unix, a UART id (int) on boards;
+                                   de_pin None: the board settings' uarts[id]["de"], if any
   .mount_flash() -> str            mounts the data filesystem (littlefs) and returns its path
   .utc_ms() -> int                 UTC ms since 1970 (0-based epoch on every port)
+  .clock_scale                     1 on boards; unix benchmarks: utc_ms runs this much faster
+                                   and the app divides its production intervals by it
   .set_utc_ms(ts_ms)               after NTP (boards: sets the RTC; unix: records an offset)
   .time_synced -> bool             False until NTP (or the host clock on unix) set the time
   .watchdog(timeout_ms) -> obj     has feed(); a no-op object on unix

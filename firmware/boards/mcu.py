@@ -51,11 +51,13 @@ class Uart:
 
 
 class McuBoard:
-    """settings: "uarts": {"1": {"tx": 17, "rx": 16}} (pins per UART id, board defaults
-    otherwise), "wifi": {"ssid", "password"}, "data_dir" ("/data")."""
+    """settings: "uarts": {"1": {"tx": 17, "rx": 16, "de": 2}} (pins per UART id, board
+    defaults otherwise; "de": the RS-485 direction pin, none for transceivers with automatic
+    direction control), "wifi": {"ssid", "password"}, "data_dir" ("/data")."""
 
     name = "mcu"
     UART_PINS = {}  # uart id -> (tx, rx) defaults of the board
+    clock_scale = 1  # real time (only the unix board simulates faster clocks)
 
     def __init__(self, settings):
         self.settings = settings
@@ -65,8 +67,13 @@ class McuBoard:
 
     def uart(self, port, baud=9600, parity="N", stopbits=1, de_pin=None):
         uart_id = port if isinstance(port, int) else int(str(port).lower().lstrip("uart"))
-        pins = self.settings.get("uarts", {}).get(str(uart_id))
-        tx, rx = (pins["tx"], pins["rx"]) if pins else self.UART_PINS.get(uart_id, (None, None))
+        pins = self.settings.get("uarts", {}).get(str(uart_id)) or {}
+        if "tx" in pins:
+            tx, rx = pins["tx"], pins["rx"]
+        else:
+            tx, rx = self.UART_PINS.get(uart_id, (None, None))
+        if de_pin is None:  # the bus's de_pin in the configuration wins over the board's
+            de_pin = pins.get("de")
         return Uart(uart_id, baud, parity, stopbits, tx, rx, de_pin)
 
     def mount_flash(self):

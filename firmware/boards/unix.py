@@ -89,13 +89,22 @@ class _NoWatchdog:
 class Board:
     """The unix port as a gateway board. settings: flash_image (path), flash_blocks,
     flash_mount ("/flash"); with flash_image absent the data directory is a host folder
-    (flash_dir, default "./fw_data"), which torn-write tests can edit from outside."""
+    (flash_dir, default "./fw_data"), which torn-write tests can edit from outside.
+
+    clock_scale (benchmarks only, default 1): the gateway's UTC clock runs that many times
+    faster than the host's from the start, and the app shortens its production intervals
+    (poll ticks, batches, status, flushes) by the same factor, so a simulated day passes in
+    24 h / clock_scale. Network timeouts (MQTT keepalive, acks) stay in real time."""
 
     name = "unix"
 
     def __init__(self, settings):
         self.settings = settings
         self.time_synced = True  # the host keeps its clock
+        self.clock_scale = int(settings.get("clock_scale", 1))
+        if self.clock_scale < 1:
+            raise ValueError("board.clock_scale must be an integer >= 1")
+        self._start_ms = time.time_ns() // 1000000
         self._offset_ms = 0
         self._mounted = None
 
@@ -129,11 +138,17 @@ class Board:
         self._mounted = mount
         return mount
 
+    def _host_ms(self):
+        now = time.time_ns() // 1000000
+        if self.clock_scale == 1:
+            return now
+        return self._start_ms + (now - self._start_ms) * self.clock_scale
+
     def utc_ms(self):
-        return time.time_ns() // 1000000 + self._offset_ms
+        return self._host_ms() + self._offset_ms
 
     def set_utc_ms(self, ts_ms):
-        self._offset_ms = ts_ms - time.time_ns() // 1000000
+        self._offset_ms = ts_ms - self._host_ms()
         self.time_synced = True
 
     def watchdog(self, timeout_ms):

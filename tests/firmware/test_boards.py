@@ -116,3 +116,33 @@ def test_watchdog_and_reset_cause(boards: Any) -> None:
     assert board.reset_cause() == "watchdog"
     with pytest.raises(OSError, match="no Ethernet pin map"):
         boards.load("esp32", {"model": "esp32", "ethernet": True})._connect()
+
+
+def test_direction_pin_from_the_board_settings_unless_the_bus_names_one(boards: Any) -> None:
+    board = boards.load("esp32", {"model": "olimex_esp32_poe", "uarts": {"1": {"de": 5}}})
+    uart = board.uart(1, 9600, "E", 1)
+    opened = [e for e in LOG if e[0] == "uart"][-1]
+    assert opened[2]["tx"] == 4 and opened[2]["rx"] == 36  # the board's default pins kept
+    LOG.clear()
+    uart.write(b"\x01\x03")
+    assert LOG[0] == ("pin", 5, 1) and LOG[-1] == ("pin", 5, 0)
+    uart = board.uart(1, 9600, "E", 1, de_pin=2)  # the configuration's bus de_pin
+    LOG.clear()
+    uart.write(b"\x01\x03")
+    assert LOG[0] == ("pin", 2, 1) and LOG[-1] == ("pin", 2, 0)
+    uart = boards.load("esp32", {}).uart(1, 9600, "E", 1)  # automatic direction control
+    LOG.clear()
+    uart.write(b"\x01\x03")
+    assert [e for e in LOG if e[0] == "pin"] == []
+
+
+def test_bus_de_pin_is_optional_in_the_configuration() -> None:
+    from protocols.config import check_config, validate_config
+
+    bus = {"type": "rtu", "id": "b1", "port": "1"}
+    doc = {"version": 1, "gateway": "gw-1", "buses": [bus]}
+    assert "de_pin" not in check_config(doc)["buses"][0]  # older documents read as before
+    doc["buses"] = [dict(bus, de_pin=4)]
+    assert check_config(doc)["buses"][0]["de_pin"] == 4
+    doc["buses"] = [dict(bus, de_pin=99)]
+    assert any("de_pin" in e for e in validate_config(doc))

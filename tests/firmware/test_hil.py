@@ -28,10 +28,10 @@ from protocols.quantities import QUANTITIES as QUANTITY_TABLE
 from protocols.quantities import channel_id
 from protocols.sign import make_envelope
 
-# The firmware's code is loaded into the heap as .mpy on the unix port (64-bit objects, no
-# frozen modules): the whole gateway needs ~140 KB here today, against the 96 KB target of an
-# ESP32 without PSRAM (where frozen or ROMFS modules keep code out of the heap). FW_HEAP
-# overrides; bench/firmware.py reports the measured figures.
+# The firmware's code is loaded into the heap as .mpy files here (64-bit objects): ~140 KB
+# after imports, against ~81 KB when the app runs from a ROMFS image as on a board
+# (firmware/romrun.py, tests/firmware/test_memory.py); either way more than the 96 KB of an
+# ESP32 without PSRAM. FW_HEAP overrides; bench/firmware.py reports the measured figures.
 HIL_HEAP = os.environ.get("FW_HEAP", "192K")
 HIL_HEAP_LORA = os.environ.get("FW_HEAP", "256K")  # the LoRa stack adds ~35 KB of code
 GW = "gw-hil"
