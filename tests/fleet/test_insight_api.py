@@ -7,13 +7,14 @@ settings, and a base-load rise that opens an alert."""
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import re
 import zlib
 from typing import Any
 
 import pytest
 from api_helpers import add_gateway, bearer, client, config, make_org
+from insight_data import ENERGY, MIN5, NOW, at, ingest_school
+from insight_data import ingest as _ingest
 from sqlalchemy import Engine
 
 from fleet import alerts
@@ -21,33 +22,6 @@ from fleet.db import registry
 from fleet.db.engine import read, transaction
 from fleet.insight import calendar as cal
 from fleet.insight import watch
-from fleet.telemetry import storage
-from fleet.telemetry.ingest import ACCEPTED, Ingestor
-from protocols import codec
-from protocols.quantities import channel_id
-
-ENERGY = channel_id(1, "energy_import")  # 284
-MIN5 = 300_000
-
-
-def at(y: int, m: int, d: int, hh: int = 0, mm: int = 0) -> int:
-    return cal.to_ms(dt.datetime(y, m, d, hh, mm))
-
-
-NOW = at(2026, 1, 14)  # Wednesday 00:00 local
-
-
-def _ingest(
-    db: Engine, gw: str, readings: list[tuple[int, int, float]], now_ms: int, seq: int = 1
-) -> int:
-    """Send the readings in batches of 400 from sequence number seq; the next free one."""
-    ing = Ingestor(db, clock_ms=lambda: now_ms)
-    for i in range(0, len(readings), 400):
-        payload = bytes(codec.encode_batch(seq, readings[i : i + 400]))
-        result = ing.ingest(gw, payload)
-        assert result.outcome == ACCEPTED, result
-        seq += 1
-    return seq
 
 
 def _channels(db: Engine, gw: str) -> None:
@@ -62,20 +36,7 @@ def world(db: Engine) -> Any:
     last reading is at 13 Jan 19:55."""
     a = make_org(db, "town-a", roles=("viewer", "operator", "admin"))
     _channels(db, a.gateway)
-    t0 = at(2026, 1, 11, 23)
-    readings = []
-    for t in range(t0, at(2026, 1, 13, 20), MIN5):
-        if at(2026, 1, 12, 22) <= t < at(2026, 1, 13, 2):
-            continue
-        if t < at(2026, 1, 13, 12):
-            value = 1_000_000 + 250 * (t - t0) // MIN5
-        else:
-            value = 250 * (t - at(2026, 1, 13, 12)) // MIN5
-        readings.append((ENERGY, t, float(value)))
-    half = len(readings) // 2
-    seq = _ingest(db, a.gateway, readings[:half], NOW)
-    storage.compact_all(db)
-    _ingest(db, a.gateway, readings[half:], NOW, seq)  # these stay staged
+    ingest_school(db, a.gateway)
     return a
 
 

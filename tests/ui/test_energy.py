@@ -8,7 +8,6 @@ token."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import socket
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from api_helpers import config
 from fastapi.testclient import TestClient
+from insight_data import NOW, ingest_school
 from sqlalchemy import Engine
 from ui_helpers import Org, client, csrf_of, sign_in
 
@@ -28,35 +28,13 @@ from fleet.db import registry
 from fleet.db.engine import read, transaction
 from fleet.insight import calendar as cal
 from fleet.insight import co2, queries
-from fleet.telemetry import storage
-from fleet.telemetry.ingest import ACCEPTED, Ingestor
 from fleet.ui.web import messages
-from protocols import codec
-from protocols.quantities import channel_id
 
 pytestmark = pytest.mark.timeout(60)
 
-ENERGY = channel_id(1, "energy_import")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
-MIN5 = 300_000
-
-
-def at(y: int, m: int, d: int, hh: int = 0, mm: int = 0) -> int:
-    return cal.to_ms(dt.datetime(y, m, d, hh, mm))
-
-
-NOW = at(2026, 1, 14)  # Wednesday 00:00 local
-
-
-def _ingest(engine: Engine, gw: str, readings: list[tuple[int, int, float]], seq: int) -> int:
-    ing = Ingestor(engine, clock_ms=lambda: NOW)
-    for i in range(0, len(readings), 400):
-        result = ing.ingest(gw, bytes(codec.encode_batch(seq, readings[i : i + 400])))
-        assert result.outcome == ACCEPTED, result
-        seq += 1
-    return seq
 
 
 @pytest.fixture
@@ -69,20 +47,7 @@ def world(engine: Engine, orgs: tuple[Org, Org]) -> tuple[Org, Org]:
     with transaction(engine) as conn:
         registry.sync_devices_from_config(conn, a.gateway, {**config(), "gateway": a.gateway})
         api_queries.patch_site(conn, a.site_id, {"floor_area_m2": 269, "building_type": "school"})
-    t0 = at(2026, 1, 11, 23)
-    readings = []
-    for t in range(t0, at(2026, 1, 13, 20), MIN5):
-        if at(2026, 1, 12, 22) <= t < at(2026, 1, 13, 2):
-            continue
-        if t < at(2026, 1, 13, 12):
-            value = 1_000_000 + 250 * (t - t0) // MIN5
-        else:
-            value = 250 * (t - at(2026, 1, 13, 12)) // MIN5
-        readings.append((ENERGY, t, float(value)))
-    half = len(readings) // 2
-    seq = _ingest(engine, a.gateway, readings[:half], 1)
-    storage.compact_all(engine)
-    _ingest(engine, a.gateway, readings[half:], seq)  # these stay staged
+    ingest_school(engine, a.gateway)
     return orgs
 
 
