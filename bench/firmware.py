@@ -4,6 +4,7 @@ radio, a real Mosquitto and an acknowledging fleet stand-in.
 
     python -m bench.firmware [--quick] [--json] [--heap 96K] [--peak-heap 512K]
                              [--clock-scale 60] [--peak-seconds N] [--day-seconds N]
+                             [--day-only] [--keep-going]
 
 Two runs of the gateway, both with production intervals (meters every 10 s, batches every
 10 s, status every 60 s, flash flush every 30 s) on a clock that runs --clock-scale times
@@ -16,7 +17,10 @@ faster than the host's (board setting clock_scale; network timeouts stay real):
    is simulated time until the gateway first reports running out of memory (a MemoryError,
    raised or caught and logged) or the end of the run (a day in the full run), 0 when it never got to its first status message;
    heap_flat_after_first_hour compares the live heap after the first simulated hour with the
-   end (growth under 1 KB).
+   end (growth under 1 KB). --keep-going runs on through caught MemoryErrors: day_run_*
+   keys say whether the gateway degraded or stuck (readings stored, out-of-memory lines,
+   reconnects for lack of memory, unsent readings and uplink counters at the end).
+   --day-only skips the peak run (its keys are null).
 
 Extra keys split the heap: code_heap_bytes (after importing the app from ROMFS),
 code_heap_bytes_mpy_files (the same from .mpy files, which load bytecode into the heap: what
@@ -104,8 +108,9 @@ def _settings(building, broker_port, clock_scale):
     }
 
 
-async def _run(image, work, heap, seconds, clock_scale):
-    """One gateway run; stops at the end, at a crash or at the first MemoryError."""
+async def _run(image, work, heap, seconds, clock_scale, keep_going=False):
+    """One gateway run; stops at the end, at a crash or (unless keep_going) at the first
+    MemoryError."""
     work.mkdir(parents=True)
     building = _building()
     broker = Mosquitto(work / "broker")
@@ -143,9 +148,10 @@ async def _run(image, work, heap, seconds, clock_scale):
             await asyncio.sleep(0.5)
             if warm_at is None and time.monotonic() - start >= min(10, seconds / 4):
                 warm_at, warm_readings = time.monotonic(), rx.stored_readings
-            if _memory_error(log_path.read_text(errors="replace")):
+            if memory_error_s is None and _memory_error(log_path.read_text(errors="replace")):
                 memory_error_s = time.monotonic() - start
-                break
+                if not keep_going:
+                    break
         end = time.monotonic()
         crashed = proc.poll() is not None
         end_readings = rx.stored_readings
@@ -169,6 +175,12 @@ async def _run(image, work, heap, seconds, clock_scale):
         "readings_per_s": (end_readings - warm_readings) / max(end - (warm_at or end), 1e-9),
         "stored_readings": end_readings,
         "conflicts": rx.conflicts,
+        "memory_error_lines": sum(
+            1 for line in output.splitlines() if "MemoryError" in line or "out of memory" in line
+        ),
+        "stuck_reconnects": sum(
+            1 for line in output.splitlines() if "out of memory" in line and "reconnecting" in line
+        ),
     }
 
 
@@ -201,6 +213,14 @@ def _growth_after_first_hour(live):
     return round(sum(after[-fifth:]) / fifth - sum(after[:fifth]) / fifth)
 
 
+def _last(run, key):
+    """The field key of the run's last status message (None without one)."""
+    for s in reversed(run["statuses"]):
+        if key in s:
+            return s[key]
+    return None
+
+
 def _polls(run):
     """Poll cycles of meter 1 (the highest polls_ok any status reported)."""
     best = 0
@@ -218,6 +238,10 @@ def main(argv=None):
     p.add_argument("--clock-scale", type=int, default=60, help="simulated s per real s")
     p.add_argument("--peak-seconds", type=float, help="real s of the peak run (300; quick 15)")
     p.add_argument("--day-seconds", type=float, help="real s of the day run (a simulated day)")
+    p.add_argument("--day-only", action="store_true", help="skip the peak run (its keys: null)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="run the whole day through caught MemoryErrors (does the gateway degrade "
+                        "or stick?); simulated_hours_without_memoryerror still ends at the first")  # fmt: skip
     args = _common.parse_args(__doc__.split("\n\n")[0], argv, parents=[p])
     scale = args.clock_scale
     peak_s = args.peak_seconds or (15.0 if args.quick else 300.0)
@@ -233,10 +257,17 @@ def main(argv=None):
         image = work / "app.romfs"
         image.write_bytes(romrun.build_image(work / "unix"))
         romfs_bytes = image.stat().st_size
-        print(f"peak run: {peak_s:.0f} s at heap {args.peak_heap} ...", file=out, flush=True)
-        peak_run = asyncio.run(_run(image, work / "peak", args.peak_heap, peak_s, scale))
+        if args.day_only:
+            peak_run = {"statuses": [], "crashed": False, "memory_error_s": None,
+                        "elapsed_s": 0.0, "readings_per_s": 0.0, "stored_readings": 0,
+                        "conflicts": 0}  # fmt: skip
+        else:
+            print(f"peak run: {peak_s:.0f} s at heap {args.peak_heap} ...", file=out, flush=True)
+            peak_run = asyncio.run(_run(image, work / "peak", args.peak_heap, peak_s, scale))
         print(f"day run: {day_s:.0f} s at heap {args.heap} ...", file=out, flush=True)
-        day_run = asyncio.run(_run(image, work / "day", args.heap, day_s, scale))
+        day_run = asyncio.run(
+            _run(image, work / "day", args.heap, day_s, scale, keep_going=args.keep_going)
+        )
     peak_total = _heap_bytes(args.peak_heap)
     peak_live = _live(peak_run, peak_total)
     peak = max(v for _, v in peak_live) if peak_live else None
@@ -271,6 +302,12 @@ def main(argv=None):
         "memory_error_line": day_run["memory_error_line"],
         "day_run_live_heap_max_bytes": max((v for _, v in day_live), default=None),
         "heap_growth_after_first_hour_bytes": growth,
+        "day_run_simulated_hours": round(day_run["elapsed_s"] * scale / 3600, 3),
+        "day_run_stored_readings": day_run["stored_readings"],
+        "day_run_memory_error_lines": day_run["memory_error_lines"],
+        "day_run_out_of_memory_reconnects": day_run["stuck_reconnects"],
+        "day_run_final_buffer_depth": _last(day_run, "buffer_depth"),
+        "day_run_uplink": _last(day_run, "uplink"),
         "heap_flat_after_first_hour": None if growth is None else growth < FLAT_BYTES,
         "crashed": peak_run["crashed"] or day_run["crashed"],
         "duplicates_with_other_content": peak_run["conflicts"] + day_run["conflicts"],
@@ -284,7 +321,7 @@ def main(argv=None):
     rows = [(k, v) for k, v in result.items() if k != "targets"]
     _common.print_table(["metric", "value"], rows, out)
     for name, r in (("peak", peak_run), ("day", day_run)):
-        if r["crashed"] or r["memory_error_s"] is not None:
+        if r["crashed"] or (r["memory_error_s"] is not None and "output_tail" in r):
             print(f"{name} run, gateway output (tail):\n" + r["output_tail"], file=out)
     _common.emit(args, "firmware", result)
 

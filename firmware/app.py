@@ -65,6 +65,10 @@ class App:
         self.start_io(doc)
         return None
 
+    def request_restart(self):
+        """Restart the gateway between ticks (the watchdog loop stops everything first)."""
+        self.restart_requested = True
+
     async def stop_io(self):
         for t in self._io_tasks:
             t.cancel()
@@ -245,6 +249,7 @@ class App:
             self.has_meters,
             board.utc_ms,
             time_scale=s.get("time_scale", 1.0),
+            restart=self.request_restart,
         )
         doc = self.config.boot(s.pop("config", None))
         gc.collect()

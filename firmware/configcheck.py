@@ -41,7 +41,7 @@ async def handle(mgr, payload):
 
     try:
         text = open_envelope(payload, mgr.keys)
-    except SignatureError as e:
+    except SignatureError as e:  # a MemoryError passes through: no verdict on the document
         return await _reject(mgr, None, "signature: %s" % e)
     try:
         doc = json.loads(text)

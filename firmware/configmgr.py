@@ -8,6 +8,8 @@ POSIX both make atomic):
   last_good.json  {"doc"}: the last one that ran healthy for the whole rollback window
   verdicts.json   {version: [status, reason]}: versions rejected or rolled back, so a retained
                   desired message delivered again after a reconnect is not retried
+  desired.pending {"payload", "tries"}: a desired envelope the heap had no room to check,
+                  checked first thing after the restart it asked for
 Same rules as edge/remote_config.py: a new document is on trial until it ran healthy for the
 longer rollback window; on trial, no fleet contact for rollback.contact_timeout_s, every poll
 failing for rollback.all_polls_failing_s, or three restarts under it bring back the last good."""
@@ -48,6 +50,7 @@ def unload():
 
 
 _MAX_QUEUE = 2
+_PENDING = "desired.pending"  # {"payload", "tries"}: a document to check after a restart
 
 
 class ApplyError(Exception):
@@ -101,6 +104,7 @@ class ConfigManager:
         known_profiles=None,
         known_formats=None,
         time_scale=1.0,
+        restart=None,
     ):
         self.path = path
         self.gateway_id = gateway_id
@@ -114,6 +118,8 @@ class ConfigManager:
         self.known_profiles = known_profiles
         self.known_formats = known_formats
         self.time_scale = time_scale
+        self.restart = restart  # restart() asks for a restart (a fresh heap); None: none
+        self._memory_tries = 0  # of the document at the head of the queue
         self.running = None
         self.last_good = None
         self.trial = False
@@ -164,6 +170,11 @@ class ConfigManager:
         except OSError:
             pass
         self.verdicts = read_json(self._file("verdicts.json")) or {}
+        pending = read_json(self._file(_PENDING))
+        if isinstance(pending, dict) and isinstance(pending.get("payload"), str):
+            # saved when the heap was too fragmented to check it: first thing, fresh heap
+            self._queue.append(pending["payload"].encode())
+            self._memory_tries = pending.get("tries", 1)
         good = read_json(self._file("last_good.json"))
         self.last_good = good.get("doc") if isinstance(good, dict) else None
         run = read_json(self._file("running.json"))
@@ -255,13 +266,66 @@ class ConfigManager:
         second or so by the app's config task."""
         if self._queue:
             payload = self._queue.pop(0)
+            short = False
             try:
                 await self.handle(payload)
-            except (OSError, ValueError, KeyError, TypeError, MemoryError) as e:
+            except MemoryError as e:
+                short = True
+                payload = await self._out_of_memory(payload, e)
+            except (OSError, ValueError, KeyError, TypeError) as e:
                 print("config: handling a desired configuration failed: %r" % e)
+            if not short:
+                self._memory_tries = 0
+                self._forget_pending()
+            payload = None
         reason = self.check()
         if reason is not None:
             await self.rollback(reason)
+
+    async def _out_of_memory(self, payload, e):
+        """A document the heap had no room to check: collect and retry it once; then save
+        it and restart (a fresh heap checks it first thing); after that, give up on it (a
+        later delivery of the document tries again), so no endless identical retry. The
+        contract 4 state stays consistent at every step: running.json is replaced atomically
+        and a document put on trial before the error stays on trial after the restart."""
+        payload_text = None
+        gc.collect()
+        self._memory_tries += 1
+        tries = self._memory_tries
+        print("config: out of memory handling a desired configuration (%r), try %d" % (e, tries))
+        if tries == 1:
+            self._queue.insert(0, payload)
+            return
+        if tries == 2 and self.restart is not None:
+            try:
+                payload_text = bytes(payload).decode()
+                write_json(self._file(_PENDING), {"payload": payload_text, "tries": tries})
+            except (OSError, ValueError, MemoryError) as e2:
+                print("config: could not save it for a restart: %r" % e2)
+            else:
+                payload_text = None
+                print("config: restarting to check it with a fresh heap")
+                self._queue = []
+                self.restart()
+                return
+        self._memory_tries = 0
+        self._forget_pending()
+        print("config: gave up on this desired configuration: too little free memory")
+        try:
+            await self._report(
+                version_of(self.running),
+                0,
+                REJECTED,
+                "the gateway ran out of memory checking it; send it again to retry",
+            )
+        except (OSError, MemoryError) as e2:
+            print("config: report not sent: %r" % e2)
+
+    def _forget_pending(self):
+        try:
+            os.remove(self._file(_PENDING))
+        except OSError:
+            pass
 
     def summary(self):
         return {

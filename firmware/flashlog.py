@@ -72,6 +72,54 @@ def _unpack_value(buf, pos):
     return channel, ts_ms, value
 
 
+class _Readings:
+    """The readings of the batch being built, packed (21 bytes each) in blocks of one record's
+    size, made when a batch first needs them and kept: a read-only sequence of (channel, ts_ms,
+    value) for the codec, so taking a batch needs no list that grows with it, nor any block
+    larger than a record (a fragmented heap has many small free blocks and few large ones).
+    A block that cannot be made raises MemoryError before anything is persisted: the uplink
+    then asks for fewer readings."""
+
+    def __init__(self, capacity):
+        self.capacity = capacity
+        self.blocks = []
+        self.n = 0
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i < 0:
+            i += self.n
+        if i < 0 or i >= self.n:
+            raise IndexError("reading index out of range")
+        return _unpack_value(self.blocks[i // _PER_RECORD], (i % _PER_RECORD) * _READING_LEN)
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield _unpack_value(self.blocks[i // _PER_RECORD], (i % _PER_RECORD) * _READING_LEN)
+
+    def ts_ms(self, i):
+        """The timestamp of reading i, without making its tuple."""
+        at = (i % _PER_RECORD) * _READING_LEN + 4
+        return struct.unpack_from("<q", self.blocks[i // _PER_RECORD], at)[0]
+
+    def add(self, src, count):
+        """Append count packed readings from the memoryview src."""
+        pos = 0
+        while count > 0:
+            block, at = divmod(self.n, _PER_RECORD)
+            if block == len(self.blocks):
+                self.blocks.append(bytearray(_PER_RECORD * _READING_LEN))
+            k = min(count, _PER_RECORD - at)
+            n = k * _READING_LEN
+            memoryview(self.blocks[block])[at * _READING_LEN : at * _READING_LEN + n] = src[
+                pos : pos + n]  # fmt: skip
+            pos += n
+            count -= k
+            self.n += k
+
+
 class Buffer:
     """The reading buffer. path: a folder on the flash filesystem (created if missing).
 
@@ -82,7 +130,7 @@ class Buffer:
 
     def __init__(
         self, path, max_bytes=262144, segment_bytes=16384, flush_count=_PER_RECORD,
-        live_window_ms=300000,
+        live_window_ms=300000, batch_readings=500,
     ):  # fmt: skip
         self.path = path
         self.max_bytes = max_bytes
@@ -91,6 +139,7 @@ class Buffer:
         self.live_window_ms = live_window_ms
         self._rec = bytearray(_REC_MAX)
         self._out = bytearray(_ENCODE_BYTES)
+        self._taken = _Readings(max(1, batch_readings))
         self._pend_n = 0
         self._pend_oldest = None
         try:
@@ -278,9 +327,9 @@ class Buffer:
         with open(self._f(name), "ab") as f:
             f.write(mv[: _HDR_LEN + length])
         self._pend_n = 0
-        self.unsent += n
-        if self.oldest_ts_ms is None:
+        if self.oldest_ts_ms is None and not self.unsent:  # else older ones are on flash
             self.oldest_ts_ms = self._pend_oldest
+        self.unsent += n
         size = self._seg_bytes.get(self.w_seg, 0) + _HDR_LEN + length
         self._seg_bytes[self.w_seg] = size
         if size >= self.segment_bytes:
@@ -332,10 +381,14 @@ class Buffer:
         written into the buffer made at start: the Batch's payload is then a memoryview of
         it, valid until the next call (the uplink publishes it at once)."""
         self.flush()
-        readings = []
+        readings = self._taken
+        readings.n = 0
+        max_readings = min(max_readings, readings.capacity)
+        if max_readings < 1:
+            return None
+        src_mv = memoryview(self._rec)
         seg, off, skip = self.cur_seg, self.cur_off, self.cur_skip
         full = False
-        rec = self._rec
         while not full:
             if seg in self._seg_bytes:
                 with open(self._f("s%08d" % seg), "rb") as f:
@@ -346,8 +399,8 @@ class Buffer:
                             break
                         first = skip
                         take = min(r - first, max_readings - len(readings))
-                        for i in range(first, first + take):
-                            readings.append(_unpack_value(rec, _HDR_LEN + 2 + i * _READING_LEN))
+                        src = _HDR_LEN + 2 + first * _READING_LEN
+                        readings.add(src_mv[src : src + take * _READING_LEN], take)
                         if first + take < r:  # part of a record: the rest goes next time
                             skip = first + take
                             full = True
@@ -360,12 +413,13 @@ class Buffer:
             if full or seg >= self.w_seg:
                 break
             seg, off, skip = seg + 1, 0, 0
-        if not readings:
+        if not readings.n:
             return None
-        oldest = readings[0][1]
-        for r in readings:
-            if r[1] < oldest:
-                oldest = r[1]
+        oldest = None
+        for i in range(readings.n):  # ts_ms, without making the reading's tuple
+            ts = readings.ts_ms(i)
+            if oldest is None or ts < oldest:
+                oldest = ts
         historical = now_ms - oldest > self.live_window_ms
         seq = self.next_seq
         payload, kept = self._encode(seq, readings, historical, resolution, encode)
@@ -401,15 +455,24 @@ class Buffer:
             return encode(seq, readings, historical, resolution), len(readings)
         except CodecError:
             pass
-        # One reading the codec refuses must not block the others forever: keep the rest.
+        # One reading the codec refuses must not block the others forever: keep the rest
+        # (readings it refuses alone, then a second reading of a channel at the same time).
         kept = []
+        seen = set()
         for r in readings:
             try:
                 encode(seq, [r], historical, resolution)
             except CodecError:
                 continue
-            kept.append(r)
-        return encode(seq, kept, historical, resolution), len(kept)
+            if (r[0], r[1]) not in seen:
+                seen.add((r[0], r[1]))
+                kept.append(r)
+        seen = None
+        try:
+            return encode(seq, kept, historical, resolution), len(kept)
+        except CodecError as e:  # nothing else to try: set them aside (counted as dropped)
+            print("flashlog: batch %d: the codec refuses its readings (%s); dropped" % (seq, e))
+            return encode(seq, [], historical, resolution), 0
 
     def unacked(self):
         """Seqs of batches awaiting the fleet's ack, oldest first (resend these after boot)."""
@@ -417,17 +480,31 @@ class Buffer:
 
     def batch(self, seq):
         """The Batch of seq as stored (identical bytes), or None if unknown or damaged."""
+        # The header and CRC go through a small buffer of their own (the record buffer holds
+        # readings not yet flushed); the payload is read into one block of its own size (no
+        # whole-file read and slice: two blocks, one of them grown).
+        name = self._f("b%012d" % seq)
         try:
-            with open(self._f("b%012d" % seq), "rb") as f:
-                data = f.read()
+            size = os.stat(name)[6]
+            if size < _BATCH_LEN + 4:
+                return None
+            payload = bytearray(size - _BATCH_LEN - 4)
+            head = bytearray(_BATCH_LEN + 4)  # the header, then the CRC
+            mv = memoryview(head)
+            with open(name, "rb") as f:
+                if f.readinto(mv[:_BATCH_LEN]) != _BATCH_LEN:
+                    return None
+                if f.readinto(payload) != len(payload):
+                    return None
+                if f.readinto(mv[_BATCH_LEN : _BATCH_LEN + 4]) != 4:
+                    return None
         except OSError:
             return None
-        if len(data) < _BATCH_LEN + 4:
+        crc = crc32(payload, crc32(mv[:_BATCH_LEN]))
+        if crc != struct.unpack_from("<I", head, _BATCH_LEN)[0]:
             return None
-        if crc32(memoryview(data)[:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
-            return None
-        h = struct.unpack_from(_BATCH, data, 0)
-        return Batch(h[1], bool(h[2]), h[6], data[_BATCH_LEN:-4], h[7])
+        h = struct.unpack_from(_BATCH, head, 0)
+        return Batch(h[1], bool(h[2]), h[6], payload, h[7])
 
     def ack(self, seq, error=None):
         """The fleet stored batch seq (or refused it for good: error): delete it; returns
@@ -470,6 +547,9 @@ class Buffer:
     def oldest_unsent_ts_ms(self):
         """ts_ms of the first unsent reading (flash or RAM), None if there is none."""
         if self.oldest_ts_ms is None and self.unsent:
+            # The record buffer holds the readings not yet written: write them before a
+            # record is read into it (once per batch: the cache lasts until the next one).
+            self.flush()
             seg = self.cur_seg
             while seg <= self.w_seg and self.oldest_ts_ms is None:
                 if seg in self._seg_bytes:

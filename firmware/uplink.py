@@ -47,6 +47,12 @@ def decode_state(payload):
         raise ValueError("state: %r" % e)
 
 
+# A fragmented heap shrinks batches down to this many readings before the uplink gives up
+# and reconnects (which frees the connection's buffers).
+MIN_BATCH_READINGS = 6
+GROW_AFTER = 8  # full batches in a row at a lowered cap before it doubles again
+
+
 class Uplink:
     """One gateway's connection to the fleet; run() as one task, forever.
 
@@ -85,6 +91,9 @@ class Uplink:
         self.on_config = on_config
         self.window = max(2, window)
         self.max_batch_readings = max_batch_readings
+        self.batch_cap = max_batch_readings  # lowered while the heap is too fragmented
+        self.memory_retries = 0
+        self._full_takes = 0  # full batches in a row at a lowered cap
         self.batch_interval_ms = int(batch_interval_s * 1000)
         self.backlog_readings_per_s = backlog_readings_per_s
         self.ack_timeout_ms = int(ack_timeout_s * 1000)
@@ -175,6 +184,8 @@ class Uplink:
             "refused_batches": self.refused_batches,
             "bad_messages": self.bad_messages,
             "reconnects": self.reconnects,
+            "memory_retries": self.memory_retries,
+            "batch_cap": self.batch_cap,
         }
 
     # -- connection -----------------------------------------------------------------
@@ -283,9 +294,13 @@ class Uplink:
                     limit = int(self._tokens)
             elif time.ticks_diff(time.ticks_ms(), self._taken_at) < self.batch_interval_ms:
                 break
-            b = buf.next_batch(limit, now_ms)
+            b = self._take(limit, now_ms)
             if b is None:
                 break
+            if isinstance(b, int):  # stored before the heap ran out: send it as stored
+                await self._publish(b)
+                gc.collect()
+                continue
             self._taken_at = time.ticks_ms()
             if b.historical:
                 self._tokens -= b.count
@@ -294,6 +309,38 @@ class Uplink:
             await self._publish(seq, payload)
             payload = None
             gc.collect()
+
+    def _take(self, limit, now_ms):
+        """buffer.next_batch, smaller on a fragmented heap: on MemoryError collect and
+        retry with half the readings, down to MIN_BATCH_READINGS; the cap then grows back,
+        doubling after GROW_AFTER batches in a row taken whole. Returns the Batch, None, or
+        the seq of a batch stored before the error struck (resend it from flash). Raises
+        MemoryError only when even the smallest batch cannot be made (the run loop then
+        reconnects, backing off)."""
+        buf = self.buffer
+        while True:
+            n = min(limit, self.batch_cap)
+            seq = buf.next_seq
+            try:
+                b = buf.next_batch(n, now_ms)
+            except MemoryError:
+                b = None
+                gc.collect()
+                if buf.next_seq != seq:
+                    return seq
+                self.memory_retries += 1
+                if n <= MIN_BATCH_READINGS:
+                    raise
+                self.batch_cap = max(MIN_BATCH_READINGS, n // 2)
+                self._full_takes = 0
+                print("uplink: out of memory taking %d readings; trying %d" % (n, self.batch_cap))
+                continue
+            if b is not None and b.count >= n and self.batch_cap < self.max_batch_readings:
+                self._full_takes += 1
+                if self._full_takes >= GROW_AFTER:  # the heap may have room again
+                    self._full_takes = 0
+                    self.batch_cap = min(self.max_batch_readings, self.batch_cap * 2)
+            return b
 
     def _refill(self):
         now = time.ticks_ms()

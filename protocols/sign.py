@@ -75,6 +75,8 @@ def open_envelope(envelope, keys):
         raise SignatureError("envelope must be JSON text of at most %d bytes" % MAX_ENVELOPE_BYTES)
     try:
         env = json.loads(envelope)
+    except MemoryError:  # no verdict on the document: the caller may try again
+        raise
     except Exception as e:  # ValueError; RecursionError/RuntimeError on deep nesting
         raise SignatureError("envelope is not valid JSON (%s)" % e)
     if not isinstance(env, dict):

@@ -111,3 +111,26 @@ def test_constant_time_equal():
     assert sign.equal(b"abc", b"abc")
     assert not sign.equal(b"abc", b"abd")
     assert not sign.equal(b"abc", b"ab")
+
+
+class _NoMemoryJson:
+    """A json module whose parser runs out of memory, as on a fragmented board heap."""
+
+    @staticmethod
+    def loads(_text):
+        raise MemoryError("memory allocation failed, allocating 40 bytes")
+
+    dumps = staticmethod(json.dumps)
+
+
+def test_out_of_memory_while_parsing_is_no_verdict_on_the_envelope():
+    # A MemoryError must reach the caller as such (it may collect and retry), never become
+    # "not valid JSON", which would reject a good document for good.
+    env = sign.make_envelope(DOC, KEY)
+    real = sign.json
+    sign.json = _NoMemoryJson
+    try:
+        raises(MemoryError, sign.open_envelope, env, KEY)
+    finally:
+        sign.json = real
+    assert sign.open_envelope(env, KEY) == DOC
