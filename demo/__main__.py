@@ -537,8 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--control-port", type=int, default=0,
                         help="port of the control interface on 127.0.0.1 (0: a free one)")  # fmt: skip
-    parser.add_argument("--fw-heap", default="512K",
-                        help="MicroPython heap of a firmware gateway (512K; see docs/demo.md)")  # fmt: skip
+    parser.add_argument("--fw-heap", default="256K",
+                        help="MicroPython heap of a firmware gateway (256K; see docs/demo.md)")  # fmt: skip
     parser.add_argument(
         "--duration", type=float, default=0, help="stop after S seconds (0: run until Ctrl-C)"
     )

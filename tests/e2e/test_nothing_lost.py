@@ -193,9 +193,12 @@ def start_gateway(s: Scenario, ident: dict[str, Any]) -> GatewayProcess:
 
 
 def _fw_heap() -> str:
-    # The firmware needs ~140 KB of heap on the 64-bit unix port (docs/firmware.md, "Memory"),
-    # as in tests/firmware/test_hil.py; FW_HEAP overrides.
-    return os.environ.get("FW_HEAP", "192K")
+    # Loaded from .mpy files on the 64-bit unix port, the firmware's code takes ~140 KB of the
+    # heap (~60 KB more than from a board's ROMFS; docs/firmware.md, "Memory"). At 192K a
+    # configuration document then often cannot be checked and the gateway restarts over and
+    # over (an open issue of the firmware, #6); this suite is about exactly-once delivery,
+    # so it gives the heap that ROMFS would leave free. FW_HEAP overrides.
+    return os.environ.get("FW_HEAP", "256K")
 
 
 @pytest.mark.parametrize("kind", ["edge", "firmware"])
