@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import littlefs
 import pytest
 from conftest import ROOT, cli_json, run_cli
 
@@ -202,6 +203,15 @@ def test_permission_denied_on_the_port_names_the_dialout_group(
     try:
         share.chmod(0o755)
         shutil.copytree(builds["esp32"], share / "esp32")
+        # The unprivileged user may not list the checkout or the virtualenv (a clone in a
+        # private temporary folder, as in CI): give it a readable copy of what the command
+        # imports (the project's packages and littlefs, the one third-party package).
+        src = share / "src"
+        skip = shutil.ignore_patterns("__pycache__")
+        for package in ("gatewayctl", "firmware", "protocols"):
+            shutil.copytree(ROOT / package, src / package, ignore=skip)
+        shutil.copytree(Path(littlefs.__file__).parent, src / "littlefs", ignore=skip)
+        subprocess.run(["chmod", "-R", "a+rX", str(share)], check=True)
         os.chmod(pty, 0o000)
         setpriv = shutil.which("setpriv")  # util-linux: drops root for the command
         assert setpriv, "setpriv (util-linux) is needed to test as an unprivileged user"
@@ -209,7 +219,7 @@ def test_permission_denied_on_the_port_names_the_dialout_group(
             [setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
              PY, "-m", "gatewayctl", "flash", "--board", "esp32", "--build",
              str(share / "esp32"), "--port", pty],
-            cwd=str(share), env=dict(os.environ, PYTHONPATH=str(ROOT), HOME=str(share)),
+            cwd=str(share), env=dict(os.environ, PYTHONPATH=str(src), HOME=str(share)),
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
     finally:
