@@ -14,8 +14,7 @@ import sys
 import time
 
 from firmware.configmgr import ApplyError, ConfigManager
-
-FW_VERSION = "fw-0.1.0"
+from firmware.version import FW_VERSION
 
 
 class Restart(Exception):

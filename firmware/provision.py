@@ -18,7 +18,7 @@ import gc
 import json
 import os
 
-FW_VERSION = "fw-0.1.0"  # firmware.app.FW_VERSION, without loading the app here
+from firmware.version import FW_VERSION
 
 
 class ProvisionError(Exception):

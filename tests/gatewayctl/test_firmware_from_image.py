@@ -22,6 +22,7 @@ import littlefs
 import pytest
 from conftest import HERE, Fleet, cli_json, micropython_env, run_cli
 
+from firmware.version import FW_VERSION
 from hw_sim.scenario import Building
 from protocols import codec
 from protocols.quantities import channel_id
@@ -147,7 +148,7 @@ def test_gateway_built_by_gatewayctl_provisions_itself_and_its_readings_reach_th
     assert code == 0, f"{err}\n--- gateway log:\n{fw.output()[-3000:]}"
     report = json.loads(out)
     assert report["gateway_id"] == "gs-sued-1" and report["complete"], report
-    assert report["fw_version"] == "fw-0.1.0"
+    assert report["fw_version"] == FW_VERSION
     truth = served(bus)
     got = {(r["device"], r["quantity"]) for r in report["readings"]}
     assert got >= {(u, q) for u in (1, 2) for q in QUANTITIES}
