@@ -10,7 +10,6 @@ and optionally board {...}, ntp_host, status_interval_s, watchdog_ms, time_scale
 import asyncio
 import binascii
 import gc
-import sys
 import time
 
 from firmware.configmgr import ApplyError, ConfigManager
@@ -94,7 +93,9 @@ class App:
             return
         sink = self.timesync
         try:
-            meters = _meters(doc)
+            from firmware.meter import load_meters
+
+            meters = load_meters(doc.get("meters", ()))
             from firmware.poller import Poller
 
             for bus in doc.get("buses", ()):
@@ -317,32 +318,6 @@ class App:
             % (self.gateway, self.boot, (doc or {}).get("version", 0), gc.mem_free())
         )
         await self._watchdog_loop(tasks, s.get("watchdog_ms", 30000))
-
-
-def _meters(doc):
-    """The firmware.meter.Meter of every meter of doc. Profiles are loaded one model at a time
-    and the profile module is unloaded afterwards: its validator is the largest thing the
-    gateway ever has in its heap."""
-    from firmware.meter import Meter
-    from protocols.profiles import load_profile, release
-
-    meters = []
-    entries = doc.get("meters", ())
-    for model in set(m["profile"] for m in entries):
-        profile = load_profile(model)
-        for m in entries:
-            if m["profile"] == model:
-                meters.append(Meter(m, profile))
-        profile = None
-        gc.collect()
-    release()
-    sys.modules.pop("protocols.profiles", None)
-    import protocols
-
-    if hasattr(protocols, "profiles"):
-        del protocols.profiles
-    gc.collect()
-    return meters
 
 
 def _tls(m):

@@ -26,6 +26,8 @@ BOARDS = ("esp32", "rp2", "unix")
 _NEVER = {
     "firmware/build.py",
     "firmware/romrun.py",
+    "firmware/wasmrun.py",
+    "firmware/run_wasm.mjs",
     "protocols/modbus_server.py",
     "protocols/rak3172_sim.py",
 }
@@ -34,6 +36,8 @@ _ONLY = {  # files that go only to these boards
     "firmware/boards/esp32.py": ("esp32",),
     "firmware/boards/rp2.py": ("rp2",),
     "firmware/run_unix.py": ("unix",),
+    "firmware/boards/wasm.py": ("unix",),  # the unix tree also runs on the WebAssembly port
+    "firmware/run_wasm.py": ("unix",),
     "firmware/hil.py": ("unix",),
     "firmware/main.py": ("esp32", "rp2"),
 }
@@ -93,9 +97,24 @@ def compile_board(board, out):
         else:
             shutil.copy2(path, target)
         sizes[target.relative_to(out).as_posix()] = target.stat().st_size
+    sizes.update(pack_profiles(out / "protocols" / "profiles"))
     if board != "unix":  # what the board runs at boot
         (out / "main.py").write_text("import firmware.main\n")
         sizes["main.py"] = (out / "main.py").stat().st_size
+    return sizes
+
+
+def pack_profiles(folder):
+    """Write the packed form (protocols/profile_pack.py) of every bundled meter profile into
+    folder, validated here on CPython: the gateway then loads meters without the JSON parser
+    and validator. Returns {relative target: bytes}."""
+    from protocols import profile_pack, profiles
+
+    sizes = {}
+    for model in profiles.bundled_profiles():
+        target = Path(folder) / (model + profile_pack.SUFFIX)
+        target.write_text(profile_pack.pack(profiles.load_profile(model)))
+        sizes["protocols/profiles/" + target.name] = target.stat().st_size
     return sizes
 
 

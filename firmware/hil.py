@@ -36,25 +36,9 @@ async def _run_for(coro, duration_s):
 def poll(cfg, sink):
     import gc
 
-    from firmware.meter import Meter
-    from protocols.profiles import load_profile, release
+    from firmware.meter import load_meters
 
-    # Profiles before anything else: their validator needs the most heap, then it is dropped.
-    meters = []
-    for model in set(m["profile"] for m in cfg["meters"]):
-        profile = load_profile(model)
-        for m in cfg["meters"]:
-            if m["profile"] == model:
-                meters.append(Meter(m, profile))
-        profile = None
-        gc.collect()
-    release()
-    # The profile module is not needed once the meters hold their specs.
-    del load_profile, release
-    sys.modules.pop("protocols.profiles", None)
-    import protocols
-
-    del protocols.profiles
+    meters = load_meters(cfg["meters"])  # profiles first: nothing else in the heap yet
     gc.collect()
     from firmware.poller import Poller
 

@@ -1,4 +1,5 @@
-"""One configured Modbus meter as the poller needs it, built from its config entry and profile.
+"""One configured Modbus meter as the poller needs it, built from its config entry and profile,
+and the loader that builds them all with as little heap as it can.
 
 Kept apart from the poller so that profiles can be loaded (their validator takes the most heap)
 before the Modbus and board modules are imported. No I/O here."""
@@ -24,3 +25,38 @@ class Meter:
         self.quantities = profile.quantities
         # channel = channel_base | the quantity's code, as protocols.quantities.channel_id
         self.channel_base = self.device_id << 8
+
+
+def load_meters(entries):
+    """The Meter of every meter config entry, one model at a time. A model's profile comes
+    from its packed form (protocols/profile_pack.py, made by the build): no JSON parser, no
+    validator. Only a model without one (running from sources) loads the JSON profile, and its
+    validator, the largest thing the gateway ever has in its heap, is unloaded afterwards."""
+    import gc
+    import sys
+
+    import protocols
+    from protocols.profile_pack import load_packed
+
+    meters = []
+    validator = False
+    for model in set(m["profile"] for m in entries):
+        profile = load_packed(model)
+        if profile is None:
+            from protocols.profiles import load_profile
+
+            validator = True
+            profile = load_profile(model)
+        for m in entries:
+            if m["profile"] == model:
+                meters.append(Meter(m, profile))
+        profile = None
+        gc.collect()
+    if validator:
+        sys.modules["protocols.profiles"].release()
+    for name in ("profiles", "profile_pack"):
+        sys.modules.pop("protocols." + name, None)
+        if hasattr(protocols, name):
+            delattr(protocols, name)
+    gc.collect()
+    return meters

@@ -15,31 +15,14 @@ from collections import namedtuple
 # Imported here, not first by the validator, so it compiles while the heap is still empty.
 import protocols.quantities  # noqa: F401
 
+# QuantitySpec: one quantity with every field filled (defined beside the packed form the
+# firmware reads).
+from protocols.profile_pack import QuantitySpec  # noqa: F401
+
 # The value types of protocols/values.py, in its order, and the registers each occupies.
 TYPE_NAMES = ("u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64")
 TYPES = {"u16": 1, "i16": 1, "u32": 2, "i32": 2, "f32": 2, "u64": 4, "i64": 4, "f64": 4}
 MAX_REGISTERS = 125
-
-# A quantity with every field filled: code is the catalogue's wire code, count the registers
-# of the type, na the raw "not available" values (None: the type's defaults in values.py).
-QuantitySpec = namedtuple(
-    "QuantitySpec",
-    (
-        "name",
-        "code",
-        "function",
-        "address",
-        "count",
-        "type",
-        "word_order",
-        "byte_order",
-        "scale",
-        "offset",
-        "unit",
-        "resolution",
-        "na",
-    ),
-)
 
 # One read a scanner makes to recognise a model; exactly one of equals, prefix, range is set.
 # equals: the raw value (int, or the text of an "ascii" probe) is one of these; prefix: the

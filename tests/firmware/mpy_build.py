@@ -40,6 +40,10 @@ def compile_tree(out: Path, packages: tuple[str, ...] = ("protocols", "firmware"
                 )
             else:
                 shutil.copy2(path, target)
+    if "protocols" in packages:  # as the build does: boards load meters from these
+        from firmware.build import pack_profiles
+
+        pack_profiles(out / "protocols" / "profiles")
     return out
 
 
