@@ -72,7 +72,7 @@ def parse_channel_name(name):
         raise CodecError("channel name %r: device id must be a number below 16777216" % (name,))
     if q[:1] == "#" and q[1:].isdigit() and len(q) <= 4 and int(q[1:]) < 256:
         code = int(q[1:])
-    elif q in quantities.QUANTITIES:
+    elif quantities.is_quantity(q):
         code = quantities.code_of(q)
     else:
         raise CodecError("channel name %r: unknown quantity %r" % (name, q))

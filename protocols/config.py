@@ -19,11 +19,10 @@ from protocols.schema import (
 MAX_DEVICE_ID = 4095  # device ids of meters and sensors: 1..4095 (channel = id << 8 | code)
 BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
-_LOWER = "abcdefghijklmnopqrstuvwxyz"
-_DIGITS = "0123456789"
-_ID_CHARS = _LOWER + _DIGITS + "-_."
-_NAME_CHARS = _LOWER + _DIGITS + "_"
-_HOST_CHARS = _LOWER + _LOWER.upper() + _DIGITS + ".-:"
+# Spelled out rather than concatenated at import: literals stay in flash on a board.
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_."
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_HOST_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:"
 _HEX_CHARS = "0123456789abcdefABCDEF"
 
 

@@ -118,7 +118,7 @@ def _check_quantities(names, path, provided, profile, errors):
         if not isinstance(q, str):
             continue
         where = "%s.quantities[%d]" % (path, j)
-        if q not in quantities.QUANTITIES:
+        if not quantities.is_quantity(q):
             errors.append("%s: unknown quantity %r" % (where, q))
         elif provided is not None and q not in provided:
             errors.append("%s: profile %s does not read %s" % (where, profile, q))

@@ -13,7 +13,7 @@ from protocols import quantities
 # One decoded value in the catalogue unit of its quantity. `index` tells apart several values of
 # one quantity from one sensor: the LPP channel byte; Elsys 0 = internal sensor, 1/2 = external
 # input 1/2; Milesight always 0.
-Reading = namedtuple("Reading", ("quantity", "value", "index"))
+Reading = namedtuple("Reading", "quantity value index")
 
 # Index in this list = the format's code in the P2P envelope. Only append, never reorder.
 FORMATS = ("cayenne_lpp", "elsys", "milesight_am103", "milesight_am307", "milesight_em300_di")
@@ -39,11 +39,11 @@ class LoraEncodeError(ValueError):
 # Field tables are byte strings (small on MicroPython), one row per field type:
 #   key (1 byte; Milesight 2: channel id, channel type), size in bytes,
 #   flags (0x80 signed; low bits: scale, see _SCALES), quantity wire code (0: none), index.
-# value = raw * num / den in the catalogue unit. Quantity code 0 marks a documented field that is
-# stepped over without a reading (no catalogue quantity). Codes: 64 temperature, 65 humidity,
-# 66 co2, 67 battery, 68 pulse_count, 71 heat_energy, 72 illuminance, 73 pressure, 74 tvoc,
-# 75 motion, 76 battery_level (protocols/quantities.py).
-_SCALES = ((1, 1), (1, 10), (1, 2), (1, 100), (1, 1000), (10, 1))
+# value = raw * num / den in the catalogue unit (_SCALES: flat num, den pairs). Quantity code 0
+# marks a documented field that is stepped over without a reading (no catalogue quantity).
+# Codes: 64 temperature, 65 humidity, 66 co2, 67 battery, 68 pulse_count, 71 heat_energy,
+# 72 illuminance, 73 pressure, 74 tvoc, 75 motion, 76 battery_level (protocols/quantities.py).
+_SCALES = (1, 1, 1, 10, 1, 2, 1, 100, 1, 1000, 10, 1)
 
 # Cayenne LPP, big-endian; the index of a reading is the channel byte. Sources: myDevices Cayenne
 # LPP spec (types 0-3, 101-104, 113, 115, 134, 136); ElectronicCats CayenneLPP src/CayenneLPP.h
@@ -183,7 +183,8 @@ def _reading(fmt, data, offset, table, at, index, little):
     raw = int.from_bytes(bytes(data[offset : offset + size]), "little" if little else "big")
     if table[at + 1] & 0x80 and raw >= 1 << (8 * size - 1):
         raw -= 1 << (8 * size)
-    num, den = _SCALES[table[at + 1] & 0x07]
+    k = (table[at + 1] & 0x07) << 1
+    num, den = _SCALES[k], _SCALES[k + 1]
     value = raw * num if den == 1 else raw * num / den
     return Reading(quantities.name_of(code), value, table[at + 3] if index is None else index)
 
@@ -252,7 +253,7 @@ def _encode_one(fmt, reading):
     lpp = fmt == "cayenne_lpp"
     if lpp and (not isinstance(index, int) or not 0 <= index <= 255):
         raise LoraEncodeError("cayenne_lpp channel %r must be 0..255" % (index,))
-    code = quantities.QUANTITIES[quantity][0] if quantity in quantities.QUANTITIES else 0
+    code = quantities.code_of(quantity) if quantities.is_quantity(quantity) else 0
     tables, key_len, _ = _layout(fmt)
     at = -1
     for table in tables:
@@ -269,7 +270,8 @@ def _encode_one(fmt, reading):
     if at < 0:
         raise LoraEncodeError("%s cannot carry %s with index %r" % (fmt, quantity, index))
     size = table[at]
-    num, den = _SCALES[table[at + 1] & 0x07]
+    k = (table[at + 1] & 0x07) << 1
+    num, den = _SCALES[k], _SCALES[k + 1]
     try:
         raw = int(round(value * den / num))
     except (TypeError, ValueError, OverflowError):

@@ -17,10 +17,10 @@ except ImportError:  # CPython
 
 
 # A parsed frame. address_hex: 8 upper-case hex digits; format_name: one of lora.FORMATS.
-P2PFrame = namedtuple("P2PFrame", ("address_hex", "counter", "format_name", "payload"))
+P2PFrame = namedtuple("P2PFrame", "address_hex counter format_name payload")
 
 # What DuplicateFilter.check learnt about one frame.
-FrameStatus = namedtuple("FrameStatus", ("duplicate", "lost", "restarted"))
+FrameStatus = namedtuple("FrameStatus", "duplicate lost restarted")
 
 VERSION = const(1)
 HEADER_BYTES = const(7)  # version/format, 4-byte address, 2-byte counter

@@ -59,62 +59,66 @@ MAX_RTU_UNIT = const(247)  # 248..255 are reserved [SL 2.2]
 
 _CRC_TABLE = None  # bytearray(512): 256 little-endian entries, built on first use
 
-_FUNCTION_NAMES = {
-    1: "read coils",
-    2: "read discrete inputs",
-    3: "read holding registers",
-    4: "read input registers",
-    5: "write single coil",
-    6: "write single register",
-    15: "write multiple coils",
-    16: "write multiple registers",
-}
+# The tables below are str constants, which stay in flash on a board running from ROMFS; as
+# dicts and tuples built at import they took about 2 KB of its heap.
 
-# code: (name [APS 7], what a technician can do)
-_EXCEPTIONS = {
-    1: (
-        "ILLEGAL FUNCTION",
-        "check whether the profile should use holding (03) or input (04) registers",
-    ),
-    2: ("ILLEGAL DATA ADDRESS", "check the profile's addresses (0- or 1-based) and block sizes"),
-    3: ("ILLEGAL DATA VALUE", "check the register count and the value written"),
-    4: ("SERVER DEVICE FAILURE", "the device failed on this request: check the device"),
-    5: ("ACKNOWLEDGE", "the device is still busy with a long request: poll again later"),
-    6: ("SERVER DEVICE BUSY", "retry later or poll less often"),
-    8: ("MEMORY PARITY ERROR", "the device reports a memory fault: it needs service"),
-    10: ("GATEWAY PATH UNAVAILABLE", "check the Modbus gateway's routing to this unit"),
-    11: (
-        "GATEWAY TARGET DEVICE FAILED TO RESPOND",
-        "check wiring, power and unit id behind the gateway",
-    ),
-}
+# "<code> <name>" per line [APS 6]
+_FUNCTION_NAMES = (
+    "\n1 read coils"
+    "\n2 read discrete inputs"
+    "\n3 read holding registers"
+    "\n4 read input registers"
+    "\n5 write single coil"
+    "\n6 write single register"
+    "\n15 write multiple coils"
+    "\n16 write multiple registers"
+    "\n"
+)
+
+# "<code> <name [APS 7]>: <what a technician can do>" per line
+_EXCEPTIONS = (
+    "\n1 ILLEGAL FUNCTION: check whether the profile should use holding (03) or input (04)"
+    " registers"
+    "\n2 ILLEGAL DATA ADDRESS: check the profile's addresses (0- or 1-based) and block sizes"
+    "\n3 ILLEGAL DATA VALUE: check the register count and the value written"
+    "\n4 SERVER DEVICE FAILURE: the device failed on this request: check the device"
+    "\n5 ACKNOWLEDGE: the device is still busy with a long request: poll again later"
+    "\n6 SERVER DEVICE BUSY: retry later or poll less often"
+    "\n8 MEMORY PARITY ERROR: the device reports a memory fault: it needs service"
+    "\n10 GATEWAY PATH UNAVAILABLE: check the Modbus gateway's routing to this unit"
+    "\n11 GATEWAY TARGET DEVICE FAILED TO RESPOND: check wiring, power and unit id behind the"
+    " gateway"
+    "\n"
+)
+
+
+def _line(table, code):
+    """The text after "<code> " on the line of code in table, or None."""
+    i = table.find("\n%d " % code)
+    if i < 0:
+        return None
+    i = table.find(" ", i) + 1
+    return table[i : table.find("\n", i)]
 
 
 _SUBMODULES = {}  # name: loaded module
-_CLIENT = (
-    "read_request_pdu",
-    "write_single_coil_pdu",
-    "write_single_register_pdu",
-    "write_multiple_coils_pdu",
-    "write_multiple_registers_pdu",
-    "parse_response_pdu",
+# The names __getattr__ hands out: "<module> <name> <name> ... " per line
+_LAZY = (
+    "modbus_client read_request_pdu write_single_coil_pdu write_single_register_pdu"
+    " write_multiple_coils_pdu write_multiple_registers_pdu parse_response_pdu \n"
+    "modbus_server handle_request exception_pdu read_response_pdu \n"
+    "modbus_requests RtuRequestParser \n"
+    "modbus_responses RtuResponseParser \n"
+    "modbus_tcp TcpParser \n"
 )
-_SERVER = ("handle_request", "exception_pdu", "read_response_pdu")
 
 
 def __getattr__(name):
-    if name in _CLIENT:
-        where = "protocols.modbus_client"
-    elif name in _SERVER:
-        where = "protocols.modbus_server"
-    elif name == "RtuRequestParser":
-        where = "protocols.modbus_requests"
-    elif name == "RtuResponseParser":
-        where = "protocols.modbus_responses"
-    elif name == "TcpParser":
-        where = "protocols.modbus_tcp"
-    else:
+    i = _LAZY.find(" %s " % name) if " " not in name else -1
+    if i < 0:
         raise AttributeError("module protocols.modbus has no attribute %r" % name)
+    start = _LAZY.rfind("\n", 0, i) + 1
+    where = "protocols." + _LAZY[start : _LAZY.find(" ", start)]
     module = _SUBMODULES.get(where)
     if module is None:
         module = _SUBMODULES[where] = __import__(where, None, None, (name,))
@@ -123,7 +127,7 @@ def __getattr__(name):
 
 def function_name(function):
     # for messages: "function 0x03 (read holding registers)"
-    name = _FUNCTION_NAMES.get(function & 0x7F)
+    name = _line(_FUNCTION_NAMES, function & 0x7F)
     if name is None:
         return "function 0x%02X" % function
     return "function 0x%02X (%s%s)" % (function, "exception to " if function & 0x80 else "", name)
@@ -159,11 +163,11 @@ class ModbusExceptionResponse(ModbusError):
         self.function = function & 0x7F
         self.code = code
         self.unit = unit
-        entry = _EXCEPTIONS.get(code) or ("UNKNOWN EXCEPTION", "the code is not in the spec")
-        self.name = entry[0]
+        entry = _line(_EXCEPTIONS, code) or "UNKNOWN EXCEPTION: the code is not in the spec"
+        self.name = entry[: entry.find(":")]
         super().__init__(
-            "%s answered %s with exception %02X %s: %s"
-            % (_who(unit), function_name(self.function), code, entry[0], entry[1])
+            "%s answered %s with exception %02X %s"
+            % (_who(unit), function_name(self.function), code, entry)
         )
 
 
@@ -357,7 +361,7 @@ def rtu_response_len(request_pdu):
 
 
 def _request_shape(pdu):
-    if len(pdu) < 5 or pdu[0] not in _FUNCTION_NAMES:
+    if len(pdu) < 5 or _line(_FUNCTION_NAMES, pdu[0]) is None:
         raise RequestError("%s is not a request of function 1-6, 15 or 16" % _hex(pdu))
     return pdu[0], pdu[3] << 8 | pdu[4]
 

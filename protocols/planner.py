@@ -66,11 +66,11 @@ class PlanError(ValueError):
 
 
 # A value to read: `count` registers from `address` of `unit` with `function` (3 or 4).
-Item = namedtuple("Item", ("key", "unit", "function", "address", "count"))
+Item = namedtuple("Item", "key unit function address count")
 # Where an item sits in a response: `offset` registers after the request's address.
-Part = namedtuple("Part", ("key", "offset", "count"))
+Part = namedtuple("Part", "key offset count")
 # A read request and the Parts it carries, in address order.
-Request = namedtuple("Request", ("unit", "function", "address", "count", "items"))
+Request = namedtuple("Request", "unit function address count items")
 
 
 class Bus:

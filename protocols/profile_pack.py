@@ -78,9 +78,9 @@ def _na_text(na):
     return "[" + ",".join(str(v) for v in na) + "]"
 
 
-def pack(profile):
-    """The packed text of a validated profile (protocols.profiles.Profile)."""
-    lines = ["M %s %d %s" % (profile.model, profile.max_registers, _text(profile.turnaround_ms))]
+def pack_lines(profile):
+    """The lines (each ending in a newline) of a validated profile's packed form."""
+    yield "M %s %d %s\n" % (profile.model, profile.max_registers, _text(profile.turnaround_ms))
     functions = []
     for q in profile.quantities.values():
         if q.function not in functions:
@@ -88,12 +88,16 @@ def pack(profile):
     functions.sort()
     for f in functions:
         for start, count in profile.readable_blocks(f):
-            lines.append("R %d %d %d" % (f, start, count))
+            yield "R %d %d %d\n" % (f, start, count)
     for q in profile.quantities.values():
         fields = (q.name, q.code, q.function, q.address, q.count, q.type, q.word_order,
                   q.byte_order, q.scale, q.offset, q.unit, q.resolution)  # fmt: skip
-        lines.append("Q " + " ".join(_text(v) for v in fields) + " " + _na_text(q.na))
-    return "\n".join(lines) + "\n"
+        yield "Q " + " ".join(_text(v) for v in fields) + " " + _na_text(q.na) + "\n"
+
+
+def pack(profile):
+    """The packed text of a validated profile (protocols.profiles.Profile)."""
+    return "".join(pack_lines(profile))
 
 
 def _num(t):
@@ -104,16 +108,21 @@ def _num(t):
     return int(t)
 
 
-def unpack(text):
-    """A PackedProfile from packed text; PackError naming the line if it is malformed."""
+def unpack(lines):
+    """A PackedProfile from packed text or its lines (a file read line by line: no copy of the
+    whole text in the heap); PackError naming the line if it is malformed."""
+    if isinstance(lines, str):
+        lines = lines.split("\n")
     model = None
     max_registers = turnaround_ms = None
     readable = {}
     quantities = {}
     same = {}  # one str object per distinct type, order and unit, not one per quantity
     n = 0
-    for line in text.split("\n"):
+    for line in lines:
         n += 1
+        if line[-1:] == "\n":
+            line = line[:-1]
         if not line:
             continue
         f = line.split(" ")
@@ -165,4 +174,4 @@ def load_packed(model, folder=None):
     except OSError:
         return None
     with f:
-        return unpack(f.read())
+        return unpack(f)

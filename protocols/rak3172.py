@@ -40,44 +40,80 @@ RECEIVE_CONTINUOUS = b"AT+PRECV=65534\r\n"
 STOP_RECEIVE = b"AT+PRECV=0\r\n"
 
 # Status codes that end a command (RUI3 atcmd.c error table; the pre-RUI3 firmware adds
-# AT_DUTYCYLE_RESTRICTED, spelled as in its manual).
-STATUS_MEANINGS = {
-    "AT_ERROR": "generic error or command not supported",
-    "AT_PARAM_ERROR": "a parameter of the command is wrong or malformed",
-    "AT_BUSY_ERROR": "module busy; in P2P receive mode send AT+PRECV=0 before sending or reconfiguring",
-    "AT_TEST_PARAM_OVERFLOW": "a parameter is too long",
-    "AT_NO_CLASSB_ENABLE": "LoRaWAN class B not enabled",
-    "AT_NO_NETWORK_JOINED": "not joined to a LoRaWAN network",
-    "AT_RX_ERROR": "error detected while receiving the command",
-    "AT_MODE_NO_SUPPORT": "command not available in this network mode (check AT+NWM)",
-    "AT_COMMAND_NOT_FOUND": "unknown command",
-    "AT_DUTYCYLE_RESTRICTED": "duty cycle limit reached, cannot send now",
-}
+# AT_DUTYCYLE_RESTRICTED, spelled as in its manual): "<code> <meaning>" per line, one str
+# constant that stays in flash on a board; STATUS_MEANINGS is the dict of it, for the host.
+_STATUS = (
+    "\nAT_ERROR generic error or command not supported"
+    "\nAT_PARAM_ERROR a parameter of the command is wrong or malformed"
+    "\nAT_BUSY_ERROR module busy; in P2P receive mode send AT+PRECV=0 before sending or"
+    " reconfiguring"
+    "\nAT_TEST_PARAM_OVERFLOW a parameter is too long"
+    "\nAT_NO_CLASSB_ENABLE LoRaWAN class B not enabled"
+    "\nAT_NO_NETWORK_JOINED not joined to a LoRaWAN network"
+    "\nAT_RX_ERROR error detected while receiving the command"
+    "\nAT_MODE_NO_SUPPORT command not available in this network mode (check AT+NWM)"
+    "\nAT_COMMAND_NOT_FOUND unknown command"
+    "\nAT_DUTYCYLE_RESTRICTED duty cycle limit reached, cannot send now"
+    "\n"
+)
+
+
+def _status_meaning(code):
+    i = _STATUS.find("\n%s " % code) if " " not in code and "\n" not in code else -1
+    if i < 0:
+        return "unknown status code"
+    return _STATUS[i + len(code) + 2 : _STATUS.find("\n", i + 1)]
+
 
 # Parser events
-AtOk = namedtuple("AtOk", ())
-AtError = namedtuple("AtError", ("code", "meaning", "detail"))
-AtValue = namedtuple("AtValue", ("name", "value"))  # "AT+VER=4.0.6" -> ("AT+VER", "4.0.6")
-AtText = namedtuple("AtText", ("text",))  # any other line: boot banner, pre-RUI3 query values
-AtEvent = namedtuple("AtEvent", ("name",))  # "+EVT:<name>" other than received data
-RxP2P = namedtuple("RxP2P", ("rssi_dbm", "snr_db", "payload"))  # a received P2P packet
-LineTooLong = namedtuple("LineTooLong", ("limit_bytes",))  # line discarded
-MalformedLine = namedtuple("MalformedLine", ("reason", "line"))  # line not understood, skipped
+AtOk = namedtuple("AtOk", "")
+AtError = namedtuple("AtError", "code meaning detail")
+AtValue = namedtuple("AtValue", "name value")  # "AT+VER=4.0.6" -> ("AT+VER", "4.0.6")
+AtText = namedtuple("AtText", "text")  # any other line: boot banner, pre-RUI3 query values
+AtEvent = namedtuple("AtEvent", "name")  # "+EVT:<name>" other than received data
+RxP2P = namedtuple("RxP2P", "rssi_dbm snr_db payload")  # a received P2P packet
+LineTooLong = namedtuple("LineTooLong", "limit_bytes")  # line discarded
+MalformedLine = namedtuple("MalformedLine", "reason line")  # line not understood, skipped
 
 OK = AtOk()
 TX_DONE = AtEvent("TXP2P DONE")  # after AT+PSEND's OK, once the packet is on air
 RX_TIMEOUT = AtEvent("RXP2P RECEIVE TIMEOUT")
 RX_ERROR = AtEvent("RXP2P RECEIVE ERROR")
 
-# AT+P2P=<freq>:<sf>:<bw>:<cr>:<preamble>:<txp> fields, their single-value commands and ranges
-P2P_FIELDS = (
-    ("AT+PFREQ", "frequency_hz", 150000000, 960000000),
-    ("AT+PSF", "spreading_factor", 5, 12),
-    ("AT+PBW", "bandwidth_khz", 125, 500),  # 125, 250 or 500
-    ("AT+PCR", "coding_rate", 0, 3),  # 0 = 4/5, 1 = 4/6, 2 = 4/7, 3 = 4/8
-    ("AT+PPL", "preamble", 5, 65535),
-    ("AT+PTP", "tx_power_dbm", 5, 22),
+# AT+P2P=<freq>:<sf>:<bw>:<cr>:<preamble>:<txp> fields: "<command> <name> <min> <max>" per
+# line, P2P_FIELDS the tuple of (command, name, min, max) of them, for the host.
+_P2P = (
+    "AT+PFREQ frequency_hz 150000000 960000000\n"
+    "AT+PSF spreading_factor 5 12\n"
+    "AT+PBW bandwidth_khz 125 500\n"  # 125, 250 or 500
+    "AT+PCR coding_rate 0 3\n"  # 0 = 4/5, 1 = 4/6, 2 = 4/7, 3 = 4/8
+    "AT+PPL preamble 5 65535\n"
+    "AT+PTP tx_power_dbm 5 22"
 )
+
+
+def _p2p_field(i):
+    f = _P2P.split("\n")[i].split()
+    return f[0], f[1], int(f[2]), int(f[3])
+
+
+def __getattr__(name):
+    global STATUS_MEANINGS, P2P_FIELDS
+    # Built on first use and kept (later lookups find the global); the parser does without.
+    if name == "STATUS_MEANINGS":
+        table = {}
+        for line in _STATUS.split("\n")[1:-1]:
+            code, meaning = line.split(" ", 1)
+            table[code] = meaning
+        STATUS_MEANINGS = table
+        return table
+    if name == "P2P_FIELDS":
+        fields = ()
+        for i in range(6):
+            fields += (_p2p_field(i),)
+        P2P_FIELDS = fields
+        return fields
+    raise AttributeError("module protocols.rak3172 has no attribute %r" % (name,))
 
 
 class AtCommandError(ValueError):
@@ -86,7 +122,7 @@ class AtCommandError(ValueError):
 
 def check_p2p_value(field, value):
     """value if it is valid for field number `field` of P2P_FIELDS, else AtCommandError."""
-    _, name, lo, hi = P2P_FIELDS[field]
+    _, name, lo, hi = _p2p_field(field)
     if (
         not isinstance(value, int)
         or isinstance(value, bool)
@@ -131,7 +167,7 @@ def set_p2p_params(
 def set_p2p_param(command, value):
     """One P2P parameter with its own command: AT+PFREQ, AT+PSF, AT+PBW, AT+PCR, AT+PPL, AT+PTP."""
     for i in range(6):
-        if P2P_FIELDS[i][0] == command:
+        if _p2p_field(i)[0] == command:
             return b"%s=%d\r\n" % (command.encode(), check_p2p_value(i, value))
     raise AtCommandError(
         "%r is not one of AT+PFREQ, AT+PSF, AT+PBW, AT+PCR, AT+PPL, AT+PTP" % (command,)
@@ -239,7 +275,7 @@ class AtParser:
                 events.append(
                     AtError(
                         code,
-                        STATUS_MEANINGS.get(code, "unknown status code"),
+                        _status_meaning(code),
                         line[: -len(code)].strip(),
                     )
                 )

@@ -18,29 +18,32 @@ or the signed value, -32768), or na=[] to disable them.
 import math
 import struct
 
-# type: (big-endian format, little-endian format, registers, bits, signed, default sentinels)
-# Sentinels of signed types are kept as signed values.
-_TYPES = {
-    "u16": (">H", "<H", 1, 16, False, (0xFFFF,)),
-    "i16": (">h", "<h", 1, 16, True, (-0x8000,)),
-    "u32": (">I", "<I", 2, 32, False, (0xFFFFFFFF,)),
-    "i32": (">i", "<i", 2, 32, True, (-0x80000000, 0x7FFFFFFF)),
-    "u64": (">Q", "<Q", 4, 64, False, (0xFFFFFFFFFFFFFFFF,)),
-    "i64": (">q", "<q", 4, 64, True, (-0x8000000000000000,)),
-    "f32": (">f", "<f", 2, 32, None, ()),
-    "f64": (">d", "<d", 4, 64, None, ()),
-}
-
 TYPES = ("u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64")
 
 _F32_MAX = 3.4028234663852886e38
 
 
 def _spec(type_name):
-    spec = _TYPES.get(type_name)
-    if spec is None:
+    """(big-endian format, little-endian format, registers, bits, signed, default sentinels).
+
+    Worked out from the name rather than kept in a table: a dict of tuples built at import
+    took about 2 KB of a gateway's heap. Sentinels of signed types are signed values."""
+    if type_name not in TYPES:
         raise ValueError("unknown value type %r: use one of %s" % (type_name, ", ".join(TYPES)))
-    return spec
+    c = "HhIiQqfd"[TYPES.index(type_name)]
+    bits = int(type_name[1:])
+    kind = type_name[0]
+    if kind == "f":
+        signed = None
+        na = ()
+    elif kind == "u":
+        signed = False
+        na = ((1 << bits) - 1,)
+    else:
+        signed = True
+        # i32 0x7FFFFFFF: several meters' "not available" besides SunSpec's 0x80000000
+        na = (-(1 << (bits - 1)), 0x7FFFFFFF) if bits == 32 else (-(1 << (bits - 1)),)
+    return ">" + c, "<" + c, bits >> 4, bits, signed, na
 
 
 def _little(order, what):

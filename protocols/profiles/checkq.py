@@ -3,7 +3,7 @@ scale, sentinels, no register mapped twice). Pure checks; no I/O."""
 
 from protocols.profiles import MAX_REGISTERS, TYPE_NAMES, TYPES, QuantitySpec
 from protocols.profiles.rules import is_int, is_num, is_text
-from protocols.quantities import QUANTITIES
+from protocols.quantities import entry_of, is_quantity
 
 _KEYS = ("address", "unit", "function", "type", "word_order", "byte_order")
 _KEYS += ("scale", "offset", "resolution", "na", "note")
@@ -57,10 +57,10 @@ def quantities(e, raw, consume):
 
 def _one(e, name, q, defaults, raw, limit):
     field = "quantities." + name
-    if name not in QUANTITIES:
+    if not is_quantity(name):
         e.add(field, "unknown quantity: use a name of protocols/quantities.py")
         return None
-    code, unit, resolution = QUANTITIES[name]
+    code, unit, resolution = entry_of(name)
     if not isinstance(q, dict):
         e.add(field, 'must be an object such as {"address": 0, "unit": "%s"}' % unit)
         return None
