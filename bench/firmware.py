@@ -26,7 +26,13 @@ Extra keys split the heap: code_heap_bytes (after importing the app from ROMFS),
 code_heap_bytes_mpy_files (the same from .mpy files, which load bytecode into the heap: what
 the unix port does without ROMFS), working_heap_peak_bytes (peak minus code). mpy_bytes is the
 esp32 build; romfs_bytes the image. The unix port is 64-bit: objects take about twice the
-bytes they take on the 32-bit boards."""
+bytes they take on the 32-bit boards.
+
+The *_32bit keys measure the same on MicroPython's WebAssembly port under Node.js, which has
+the boards' 32-bit object layout (firmware/wasmrun.py): code_heap_bytes_32bit from the same
+ROMFS image, and a second peak run of the same length with the same set-up (board "wasm").
+That port has no heap limit to test, so there is no 32-bit day run. Without node or the npm
+package the 32-bit keys are null and unavailable_32bit says why."""
 
 import argparse
 import asyncio
@@ -40,7 +46,7 @@ import aiomqtt
 
 from bench import _common
 from edge.testing import AckReceiver, Mosquitto
-from firmware import romrun
+from firmware import romrun, wasmrun
 from firmware.build import compile_board, ram_report
 from hw_sim.scenario import Building
 
@@ -108,9 +114,9 @@ def _settings(building, broker_port, clock_scale):
     }
 
 
-async def _run(image, work, heap, seconds, clock_scale, keep_going=False):
+async def _run(image, work, heap, seconds, clock_scale, keep_going=False, wasm=False):
     """One gateway run; stops at the end, at a crash or (unless keep_going) at the first
-    MemoryError."""
+    MemoryError. wasm: on the 32-bit WebAssembly port instead of the unix port."""
     work.mkdir(parents=True)
     building = _building()
     broker = Mosquitto(work / "broker")
@@ -119,6 +125,9 @@ async def _run(image, work, heap, seconds, clock_scale, keep_going=False):
     log_path = work / "gateway.log"
     try:
         settings = _settings(building, broker.port, clock_scale)
+        if wasm:
+            settings["board"] = {"name": "wasm", "clock_scale": clock_scale,
+                                 "heap_bytes": _heap_bytes(heap)}  # fmt: skip
         (work / "settings.json").write_text(json.dumps(settings))
         (work / "flash").mkdir()
         rx = AckReceiver("127.0.0.1", broker.port)
@@ -136,8 +145,12 @@ async def _run(image, work, heap, seconds, clock_scale, keep_going=False):
 
         tasks = [asyncio.create_task(rx.run()), asyncio.create_task(observe())]
         await asyncio.sleep(0.5)
-        cmd = romrun.command(image, heap, "firmware.run_unix", work / "flash",
-                             work / "settings.json")  # fmt: skip
+        if wasm:
+            cmd = wasmrun.command(image, "firmware.run_wasm", "/settings.json",
+                                  puts=[(work / "settings.json", "/settings.json")])  # fmt: skip
+        else:
+            cmd = romrun.command(image, heap, "firmware.run_unix", work / "flash",
+                                 work / "settings.json")  # fmt: skip
         with log_path.open("wb") as log:
             proc = subprocess.Popen(cmd, cwd=str(work), stdout=log, stderr=subprocess.STDOUT)
         start = time.monotonic()
@@ -257,6 +270,13 @@ def main(argv=None):
         image = work / "app.romfs"
         image.write_bytes(romrun.build_image(work / "unix"))
         romfs_bytes = image.stat().st_size
+        unavailable_32 = wasmrun.missing()
+        code_32 = None
+        if unavailable_32 is None:
+            try:
+                code_32 = wasmrun.ram_report(work / "unix")["steps"][-1][1]
+            except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+                unavailable_32 = f"the 32-bit RAM probe failed: {e}"
         if args.day_only:
             peak_run = {"statuses": [], "crashed": False, "memory_error_s": None,
                         "elapsed_s": 0.0, "readings_per_s": 0.0, "stored_readings": 0,
@@ -264,6 +284,12 @@ def main(argv=None):
         else:
             print(f"peak run: {peak_s:.0f} s at heap {args.peak_heap} ...", file=out, flush=True)
             peak_run = asyncio.run(_run(image, work / "peak", args.peak_heap, peak_s, scale))
+        peak_run_32 = None
+        if unavailable_32 is None and not args.day_only:
+            print(f"32-bit peak run: {peak_s:.0f} s ...", file=out, flush=True)
+            peak_run_32 = asyncio.run(
+                _run(image, work / "peak32", args.peak_heap, peak_s, scale, wasm=True)
+            )
         print(f"day run: {day_s:.0f} s at heap {args.heap} ...", file=out, flush=True)
         day_run = asyncio.run(
             _run(image, work / "day", args.heap, day_s, scale, keep_going=args.keep_going)
@@ -281,6 +307,11 @@ def main(argv=None):
     growth = _growth_after_first_hour(day_live)
     peak_growth = _growth_after_first_hour(peak_live)
     sim_peak_s = peak_run["elapsed_s"] * scale
+    peak_32 = None
+    if peak_run_32 is not None:
+        peak_32 = max((v for _, v in _live(peak_run_32, peak_total)), default=None)
+    elif unavailable_32 is None:
+        unavailable_32 = "--day-only: no 32-bit peak run"
     peak_polls = _polls(peak_run)
     result = {
         "peak_heap_bytes": peak,
@@ -312,15 +343,24 @@ def main(argv=None):
         "crashed": peak_run["crashed"] or day_run["crashed"],
         "duplicates_with_other_content": peak_run["conflicts"] + day_run["conflicts"],
         "run_s": round(peak_run["elapsed_s"] + day_run["elapsed_s"], 1),
+        "code_heap_bytes_32bit": code_32,
+        "peak_heap_bytes_32bit": peak_32,
+        "working_heap_peak_bytes_32bit": None if None in (peak_32, code_32) else peak_32 - code_32,
+        "stored_readings_32bit": None if peak_run_32 is None else peak_run_32["stored_readings"],
+        "crashed_32bit": None if peak_run_32 is None else peak_run_32["crashed"],
+        "unavailable_32bit": unavailable_32,
     }
     result["targets"] = {  # issue 6; the day counts only under --heap 96K
         "peak_heap_bytes": "<= 65536",
+        "peak_heap_bytes_32bit": "<= 65536 (the boards are 32-bit)",
         "simulated_hours_without_memoryerror": ">= 24 at heapsize 96K",
         "heap_flat_after_first_hour": True,
     }
     rows = [(k, v) for k, v in result.items() if k != "targets"]
     _common.print_table(["metric", "value"], rows, out)
-    for name, r in (("peak", peak_run), ("day", day_run)):
+    for name, r in (("peak", peak_run), ("32-bit peak", peak_run_32), ("day", day_run)):
+        if r is None:
+            continue
         if r["crashed"] or (r["memory_error_s"] is not None and "output_tail" in r):
             print(f"{name} run, gateway output (tail):\n" + r["output_tail"], file=out)
     _common.emit(args, "firmware", result)

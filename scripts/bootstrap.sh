@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates everything the project needs on a fresh Debian/Ubuntu machine: Debian packages that
-# are missing (venv support, mosquitto, chromium), a virtualenv in .venv, the Python packages.
+# are missing (venv support, mosquitto, chromium, nodejs), a virtualenv in .venv, the Python
+# packages, and the npm package of MicroPython's WebAssembly port in .cache/mpwasm.
 # Safe to run again: it only installs what is missing. Usage: scripts/bootstrap.sh [--quiet]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,13 @@ have_cmd mosquitto || [ -x /usr/sbin/mosquitto ] || need_apt+=("mosquitto")
 if [ "${BOOTSTRAP_BROWSER:-1}" = 1 ]; then
   [ -x /usr/bin/chromium ] || need_apt+=("chromium")
 fi
+# MicroPython's WebAssembly port, the 32-bit interpreter of the firmware's heap measurements
+# (firmware/wasmrun.py pins the same version), in a git-ignored folder of the project.
+MPWASM_VERSION=1.29.0-6
+mpwasm_meta=.cache/mpwasm/node_modules/@micropython/micropython-webassembly-pyscript/package.json
+have_mpwasm() { grep -qs "\"version\": \"$MPWASM_VERSION\"" "$mpwasm_meta"; }
+have_cmd node || need_apt+=("nodejs")
+have_mpwasm || have_cmd npm || need_apt+=("npm")
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need_apt[*]}"
@@ -31,6 +39,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian starts mosquitto as a system service on install; the project starts its own brokers.
+fi
+
+if ! have_mpwasm; then
+  echo "bootstrap: installing MicroPython's WebAssembly port $MPWASM_VERSION into .cache/mpwasm"
+  npm install --prefix .cache/mpwasm --no-audit --no-fund --loglevel=error \
+    "@micropython/micropython-webassembly-pyscript@$MPWASM_VERSION"
 fi
 
 if [ ! -x .venv/bin/python ]; then
