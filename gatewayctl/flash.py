@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gatewayctl.board import Board
 from gatewayctl.errors import GatewayctlError
@@ -152,6 +153,12 @@ def check_firmware(board: Board, path: Path) -> None:
             )
 
 
+def _failed(tool: str, code: int, output: str) -> GatewayctlError:
+    """A failure no known message explains: the tool's exit status and last lines."""
+    tail = "\n".join(output.strip().splitlines()[-5:])
+    return GatewayctlError(f"{tool} failed (exit status {code}):\n{tail}")
+
+
 def _esptool_error(board: Board, port: str, code: int, output: str) -> GatewayctlError:
     m = re.search(r"This chip is (ESP[\w-]+),? not (ESP[\w-]+)", output)
     if m or "Wrong --chip" in output:
@@ -170,8 +177,7 @@ def _esptool_error(board: Board, port: str, code: int, output: str) -> Gatewayct
             f"the chip on {port} did not answer: hold BOOT (IO0) while pressing EN/RESET to "
             "enter the bootloader, check the USB cable, then retry"
         )
-    tail = "\n".join(output.strip().splitlines()[-5:])
-    return GatewayctlError(f"esptool failed (exit status {code}):\n{tail}")
+    return _failed("esptool", code, output)
 
 
 # -- plans ------------------------------------------------------------------------------------
@@ -189,6 +195,16 @@ def _esptool(board: Board, port: str, baud: int) -> list[str]:
             "--baud", str(baud)]  # fmt: skip
 
 
+def _manifest_for(board: Board, build: Path) -> dict[str, Any]:
+    """The build's manifest; an error if the build is for another board."""
+    manifest = read_manifest(build)
+    if manifest["board"] != board.name:
+        raise GatewayctlError(
+            f"{build} was built for {manifest['board']}, not {board.name}: build again"
+        )
+    return manifest
+
+
 def flash_esp32(
     board: Board,
     build: Path,
@@ -200,11 +216,7 @@ def flash_esp32(
 ) -> FlashResult:
     """One esptool run writing the firmware (if given) and the filesystem image, then one
     reading both back (verify-flash)."""
-    manifest = read_manifest(build)
-    if manifest["board"] != board.name:
-        raise GatewayctlError(
-            f"{build} was built for {manifest['board']}, not {board.name}: build again"
-        )
+    _manifest_for(board, build)
     image = Path(build) / "fs.img"
     pairs: list[str] = []
     if firmware is not None:
@@ -243,11 +255,7 @@ def copy_mpremote(
     """Copy the build's files with mpremote (a board running MicroPython), verify their
     SHA-256 on the device, reset. Without with_provisioning the gateway keeps its identity
     and data: only the app (firmware/, protocols/, main.py) is replaced."""
-    manifest = read_manifest(build)
-    if manifest["board"] != board.name:
-        raise GatewayctlError(
-            f"{build} was built for {manifest['board']}, not {board.name}: build again"
-        )
+    manifest = _manifest_for(board, build)
     files = app_files(manifest, with_provisioning)
     tops = sorted({f.split("/")[0] for f in files})
     tree = Path(build) / "files"
@@ -277,8 +285,7 @@ def _mpremote_error(port: str, code: int, output: str) -> GatewayctlError:
             f"the board on {port} does not answer as MicroPython: is the MicroPython firmware "
             "installed (gatewayctl flash --firmware ...) and no other program on the port?"
         )
-    tail = "\n".join(output.strip().splitlines()[-5:])
-    return GatewayctlError(f"mpremote failed (exit status {code}):\n{tail}")
+    return _failed("mpremote", code, output)
 
 
 def find_uf2_drive() -> Path | None:

@@ -152,6 +152,24 @@ class FaultEngine:
         return fault
 
 
+class LateAnswers:
+    """In place of a meter's FaultEngine (``meter.faults = LateAnswers(100)``): a share of the
+    answers delay_ms late, but never two in a row, so a client's retry after a late answer is
+    answered in time and the late answer and the retry's own answer both reach the line (the
+    case a client must not take for the answer to its next request). Seeded like FaultEngine;
+    no other fault, and an operator's vanish_for does not apply."""
+
+    def __init__(self, delay_ms: int, share: float = 0.25, seed: int = 3) -> None:
+        self.delay_ms = delay_ms
+        self.share = share
+        self.rng = random.Random(seed)
+        self.late = False
+
+    def draw(self, ts_ms: int) -> Fault | None:
+        self.late = not self.late and self.rng.random() < self.share
+        return Fault("late_answer", {"delay_ms": self.delay_ms}) if self.late else None
+
+
 def _aux_int(fault: Fault, n: int) -> int:
     """A number in [0, n) from the fault's own draw."""
     return min(n - 1, int(fault.detail.pop("aux", 0.0) * n))

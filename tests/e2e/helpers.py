@@ -53,6 +53,18 @@ def tail(path: Path, n: int = 3000) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else f"({path} is empty)"
 
 
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """A clean shutdown: SIGTERM, up to 20 s to finish, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 # --- the broker ------------------------------------------------------------------------------
 
 
@@ -153,13 +165,7 @@ class Fleet:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         self.proc = None
 
 
@@ -401,14 +407,7 @@ class EdgeGateway(GatewayProcess):
 
     def stop(self) -> None:
         """SIGTERM: the agent says goodbye and closes its buffer."""
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         self.proc = None
 
     def wait_running(self, timeout_s: float = 60.0) -> None:

@@ -302,9 +302,11 @@ def _channels_missing_at(readings: list[tuple[int, int, Any]], tick_ms: int) -> 
     return want - {ch for ch, ts, _v in readings if ts == tick_ms}
 
 
-def _agent_on_sim_bus(
+def _agent_mid_tick(
     tmp_path: Path, mosquitto: Mosquitto, sim_bus: Callable[..., Building]
-) -> tuple[Agent, Building, dict[str, Any]]:
+) -> tuple[Agent, _MidTick, Building, dict[str, Any]]:
+    """An agent (not yet running) polling three simulated meters, its sink wrapped in
+    _MidTick; and the meters' bus and the configuration it starts with."""
     b = sim_bus(*(f"sdm630@{u}" for u in UNITS), baud=19200, parity="N")
     doc = config(1, b.bus().path, list(UNITS))
     # generous: the meters answer from threads of this busy process
@@ -318,7 +320,8 @@ def _agent_on_sim_bus(
         },
         tmp_path / "gateway.toml",
     )
-    return Agent(settings), b, doc
+    agent = Agent(settings)
+    return agent, _MidTick(agent), b, doc
 
 
 def _assert_nothing_served_was_lost(b: Building, readings: list[tuple[int, int, Any]]) -> None:
@@ -331,8 +334,7 @@ def _assert_nothing_served_was_lost(b: Building, readings: list[tuple[int, int, 
 def test_a_new_configuration_keeps_the_readings_of_the_tick_in_progress(
     tmp_path: Path, mosquitto: Mosquitto, sim_bus: Callable[..., Building]
 ) -> None:
-    agent, b, doc = _agent_on_sim_bus(tmp_path, mosquitto, sim_bus)
-    mid = _MidTick(agent)
+    agent, mid, b, doc = _agent_mid_tick(tmp_path, mosquitto, sim_bus)
     changed = json.loads(json.dumps(doc))
     changed["version"] = 2
     changed["buses"][0]["timeout_ms"] = 400  # the bus changed: its poller is replaced
@@ -366,8 +368,7 @@ def test_a_new_configuration_keeps_the_readings_of_the_tick_in_progress(
 def test_sigterm_waits_for_the_tick_in_progress(
     tmp_path: Path, mosquitto: Mosquitto, sim_bus: Callable[..., Building]
 ) -> None:
-    agent, b, _doc = _agent_on_sim_bus(tmp_path, mosquitto, sim_bus)
-    mid = _MidTick(agent)
+    agent, mid, b, _doc = _agent_mid_tick(tmp_path, mosquitto, sim_bus)
 
     async def scenario() -> int:
         loop = asyncio.get_running_loop()

@@ -4,7 +4,6 @@ are counted, a silent meter backs off while the others keep their wall-clock sch
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 
 from edge.poller import BusPoller, MeterSpec, MeterStats
-from hw_sim.faults import Fault
+from hw_sim.faults import LateAnswers
 from hw_sim.scenario import Building
 from protocols.profiles import load_profile
 from protocols.quantities import channel_id
@@ -135,20 +134,6 @@ def test_bus_faults_are_counted_and_only_good_answers_become_readings() -> None:
         assert _readings_by_channel(sink.readings) == _truth_by_channel(b, {"m1": 1})
 
 
-class _LateAnswers:
-    """In place of a meter's fault engine: a quarter of the answers delay_ms late, but never
-    two in a row (so the retry after a late answer is answered in time); seeded."""
-
-    def __init__(self, delay_ms: int) -> None:
-        self.delay_ms = delay_ms
-        self.rng = random.Random(3)
-        self.late = False
-
-    def draw(self, ts_ms: int) -> Fault | None:
-        self.late = not self.late and self.rng.random() < 0.25
-        return Fault("late_answer", {"delay_ms": self.delay_ms}) if self.late else None
-
-
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_late_answer_never_passes_for_the_answer_to_another_request(retries: int) -> None:
     # A late answer (100 ms past the turnaround; the poller waits 80 ms) comes while the retry
@@ -159,7 +144,7 @@ def test_a_late_answer_never_passes_for_the_answer_to_another_request(retries: i
     # the poll shifted by one.
     names = ("voltage_l1", "power_total", "voltage_l1_l2", "energy_import_l1")
     with _building([{"name": "m1", "profile": "sdm630", "unit": 1}], 38400) as b:
-        b.bus().meters[1].faults = _LateAnswers(100)  # type: ignore[assignment]
+        b.bus().meters[1].faults = LateAnswers(100)  # type: ignore[assignment]
         sink = ListSink()
         meter = MeterSpec(1, "m1", 1, load_profile("sdm630"), 1, names)
         poller = BusPoller(_rtu(b.bus().path, 38400, timeout_ms=80, retries=retries), [meter], sink)

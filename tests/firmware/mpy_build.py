@@ -78,3 +78,20 @@ def micropython(
         text=True,
         **popen,
     )
+
+
+def run_check(
+    tree: Path, module: str, flash: Path, name: str, timeout_s: float, heap: str = HEAP
+) -> str:
+    """Run check `name` of a tests/firmware/mpy_*_checks.py module on MicroPython with flash as
+    its storage; assert it exited 0 and printed `ok name`; return what it printed."""
+    proc = micropython(tree, module, str(flash), name, heap=heap,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and f"ok {name}" in out, out
+    return out

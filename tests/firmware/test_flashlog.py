@@ -5,11 +5,10 @@ survive restarts, resent batches are identical, and the bound drops the oldest (
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from mpy_build import micropython, shared_tree
+from mpy_build import run_check, shared_tree
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +17,7 @@ def tree() -> Path:
 
 
 def _check(tree: Path, tmp_path: Path, name: str) -> str:
-    proc = micropython(tree, "mpy_flashlog_checks", str(tmp_path / "flash.img"), name,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0 and f"ok {name}" in out, out
-    return out
+    return run_check(tree, "mpy_flashlog_checks", tmp_path / "flash.img", name, 60)
 
 
 def test_torn_write_at_every_byte_of_a_record_loses_only_that_record(tree, tmp_path) -> None:

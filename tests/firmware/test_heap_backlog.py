@@ -7,15 +7,22 @@ over). Budget: under 20 s."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from mpy_build import micropython, shared_tree
-from test_hil import GW, Gateway, Harness, _check_stream, _sync, broker, config_doc, settings_for
+from mpy_build import run_check, shared_tree
+from test_hil import (
+    Gateway,
+    Harness,
+    _sync,
+    assert_outage_drained_in_order,
+    broker,
+    broker_outage,
+    config_doc,
+    settings_for,
+)
 
 from firmware import romrun
 
@@ -62,42 +69,16 @@ async def test_backlog_of_an_outage_drains_on_a_small_heap(
     doc["uplink"] = {"batch_interval_s": 1, "max_batch_readings": 400}
     gw = RomGateway(image, tmp_path, settings_for(broker, doc), BACKLOG_HEAP)
     async with Harness(broker) as h:
-        gw.start()
-        try:
-            await h.until(lambda: len(h.rx.batches) >= 2, 15, gw, "first batches")
-            broker.stop(kill=True)
-            outage_start = int(time.time() * 1000)
-            await asyncio.sleep(5)
-            outage_end = int(time.time() * 1000)
-            broker.start()
-            await h.until(
-                lambda: any(ts >= outage_end + 1000 for _, ts, _ in h.rx.readings(GW)),
-                12,
-                gw,
-                "the backlog drained and live readings after the outage",
-            )
-        finally:
-            gw.kill()
+        outage = await broker_outage(
+            h, gw, broker, 15, 12, 1000, "the backlog drained and live readings after the outage"
+        )
     out = gw.output()
     assert "out of memory; reconnecting" not in out, out[-3000:]
-    per = _check_stream(h.rx)
-    for ch, rows in per.items():
-        during = [t for t, _ in rows if outage_start + 1000 <= t <= outage_end - 1000]
-        assert len(during) >= 2, f"channel {ch:#x}: readings of the outage missing"
-        ts = [t for t, _ in rows]
-        assert ts == sorted(ts), f"channel {ch:#x}: out of order"
+    assert_outage_drained_in_order(h.rx, outage)
 
 
 def _check(tmp_path: Path, name: str) -> None:
-    proc = micropython(shared_tree(), "mpy_heap_checks", str(tmp_path / "flash"), name,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0 and f"ok {name}" in out, out
+    run_check(shared_tree(), "mpy_heap_checks", tmp_path / "flash", name, 30)
 
 
 def test_uplink_takes_smaller_batches_on_a_fragmented_heap(tmp_path) -> None:

@@ -5,7 +5,6 @@ timestamps sit on the wall-clock ticks, a silent meter is counted and backed off
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 from mpy_build import micropython, shared_tree
 
-from hw_sim.faults import Fault
+from hw_sim.faults import LateAnswers
 from protocols.quantities import channel_id
 
 QUANTITIES = ["voltage_l1", "current_l1", "power_total", "energy_import", "frequency"]
@@ -129,20 +128,6 @@ def test_silent_meter_is_counted_and_backed_off_while_others_keep_schedule(
     _assert_matches_truth(_by_channel(calls), _by_channel_truth(b, {"m1": 11}))
 
 
-class _LateAnswers:
-    """In place of a meter's fault engine: a quarter of the answers delay_ms late, but never
-    two in a row (the retry after a late answer is answered in time); seeded."""
-
-    def __init__(self, delay_ms: int) -> None:
-        self.delay_ms = delay_ms
-        self.rng = random.Random(3)
-        self.late = False
-
-    def draw(self, ts_ms: int) -> Fault | None:
-        self.late = not self.late and self.rng.random() < 0.25
-        return Fault("late_answer", {"delay_ms": self.delay_ms}) if self.late else None
-
-
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_late_answer_never_passes_for_the_answer_to_another_request(
     sim_bus, tree, tmp_path, retries
@@ -153,7 +138,7 @@ def test_a_late_answer_never_passes_for_the_answer_to_another_request(
     # answer) from being taken for the next request's: a voltage stored as a power.
     names = ["voltage_l1", "power_total", "voltage_l1_l2", "energy_import_l1"]
     b = sim_bus({"name": "m1", "profile": "sdm630", "unit": 1}, baud=38400, parity="N")
-    b.bus().meters[1].faults = _LateAnswers(100)
+    b.bus().meters[1].faults = LateAnswers(100)
     meters = [{"id": 11, "name": "m1", "bus": "b1", "unit": 1, "profile": "sdm630",
                "interval_s": 1, "quantities": names}]  # fmt: skip
     bus = _bus(b.bus().path, baud=38400, timeout_ms=80, retries=retries)

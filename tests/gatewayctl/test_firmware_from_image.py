@@ -72,10 +72,15 @@ def firmware(micropython_bin: str) -> Iterator[Callable[..., Firmware]]:
         fw.stop()
 
 
-def read_image(path: Path, name: str) -> Any:
+def mount_image(path: Path) -> littlefs.LittleFS:
     fs = littlefs.LittleFS(block_size=4096, block_count=BLOCKS, mount=False)
     fs.context.buffer = bytearray(path.read_bytes())
     fs.mount()
+    return fs
+
+
+def read_image(path: Path, name: str) -> Any:
+    fs = mount_image(path)  # held while its file is open: the file does not keep it alive
     with fs.open(name, "r") as f:
         return json.loads(f.read())
 
@@ -96,6 +101,13 @@ def build_image(fleet: Fleet, out: Path, token: str, gateway_id: str, *extra: st
         "--setting", "ack_timeout_s=5", "--setting", "watchdog_ms=8000", *extra,
     )  # fmt: skip
     return out / "fs.img"
+
+
+def claimed_image(fleet: Fleet, tmp_path: Path, gateway_id: str) -> tuple[str, Path]:
+    """A claim token made by `gatewayctl provision` (no site) and an image built with it."""
+    prov = cli_json("provision", "--fleet", fleet.url, "--api-token", fleet.tech_token,
+                    "--out", str(tmp_path / "label"), "--no-pdf")  # fmt: skip
+    return prov["token"], build_image(fleet, tmp_path / "build", prov["token"], gateway_id)
 
 
 def meters_config(port: str) -> dict[str, Any]:
@@ -176,18 +188,13 @@ def test_gateway_built_by_gatewayctl_provisions_itself_and_its_readings_reach_th
 def test_provisioning_fits_96k_and_writes_the_identity_atomically(
     fleet: Fleet, tmp_path: Path, firmware: Callable[..., Firmware]
 ) -> None:
-    prov = cli_json("provision", "--fleet", fleet.url, "--api-token", fleet.tech_token,
-                    "--out", str(tmp_path / "label"), "--no-pdf")  # fmt: skip
-    image = build_image(fleet, tmp_path / "build", prov["token"], "rathaus-keller")
+    _token, image = claimed_image(fleet, tmp_path, "rathaus-keller")
     fw = firmware(image, tmp_path / "fw.log", PROVISION_HEAP, "provision-only")
     assert fw.proc.wait(30) == 0, fw.output()
     assert "boot: provisioned" in fw.output(), fw.output()
     settings = read_image(image, "settings.json")
     assert settings["gateway"] == "rathaus-keller"
-    fs = littlefs.LittleFS(block_size=4096, block_count=BLOCKS, mount=False)
-    fs.context.buffer = bytearray(image.read_bytes())
-    fs.mount()
-    assert "settings.json.tmp" not in fs.listdir("/")
+    assert "settings.json.tmp" not in mount_image(image).listdir("/")
     # a second boot has an identity: nothing to do, the token is not used again
     fw = firmware(image, tmp_path / "fw2.log", PROVISION_HEAP, "provision-only")
     assert fw.proc.wait(30) == 0 and "boot: nothing to do" in fw.output(), fw.output()
@@ -196,11 +203,9 @@ def test_provisioning_fits_96k_and_writes_the_identity_atomically(
 def test_used_claim_token_is_refused_clearly_and_retried_without_a_crash(
     fleet: Fleet, tmp_path: Path, firmware: Callable[..., Firmware]
 ) -> None:
-    prov = cli_json("provision", "--fleet", fleet.url, "--api-token", fleet.tech_token,
-                    "--out", str(tmp_path / "label"), "--no-pdf")  # fmt: skip
-    image = build_image(fleet, tmp_path / "build", prov["token"], "depot-1")
+    token, image = claimed_image(fleet, tmp_path, "depot-1")
     # someone else used the token first (over HTTPS, as the edge agent does)
-    r = httpx.post(f"{fleet.url}/api/v1/provision/claim", json={"token": prov["token"]})
+    r = httpx.post(f"{fleet.url}/api/v1/provision/claim", json={"token": token})
     assert r.status_code == 201, r.text
     fw = firmware(image, tmp_path / "fw.log", PROVISION_HEAP)
     # The fleet answers "already used" until its broker drops the token's login (within a

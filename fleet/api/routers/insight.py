@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from fleet import audit
 from fleet.api import schemas as s
-from fleet.api.deps import Admin, CtxDep, Operator, Viewer
+from fleet.api.deps import Admin, Ctx, CtxDep, Operator, Viewer
 from fleet.api.errors import Invalid, not_found
 from fleet.insight import calendar as cal
 from fleet.insight import co2, queries, reports, service, watch
@@ -261,16 +261,19 @@ def _month(month: str | None, now_ms: int) -> dt.date:
         raise _invalid(exc, "query:month") from None
 
 
+def _site_report(ctx: Ctx, org_id: int, site_id: int, month: str | None, lang: str) -> dict:
+    """What the HTML and the PDF report of a building show."""
+    with ctx.ro() as conn:
+        site = _site(conn, org_id, site_id)
+        return reports.report_site(conn, org_id, site, _month(month, ctx.now_ms), ctx.now_ms, lang)
+
+
 @router.get("/sites/{site_id}/report.html", response_class=HTMLResponse)
 def site_report_html(
     site_id: SiteId, me: Viewer, ctx: CtxDep, month: Month = None, lang: Lang = "de"
 ) -> HTMLResponse:
     """The monthly report of a building as HTML (charts as inline SVG)."""
-    with ctx.ro() as conn:
-        site = _site(conn, me.org_id, site_id)
-        data = reports.report_site(
-            conn, me.org_id, site, _month(month, ctx.now_ms), ctx.now_ms, lang
-        )
+    data = _site_report(ctx, me.org_id, site_id, month, lang)
     return HTMLResponse(reports.render_html(data))
 
 
@@ -283,11 +286,7 @@ def site_report_pdf(
     site_id: SiteId, me: Viewer, ctx: CtxDep, month: Month = None, lang: Lang = "de"
 ) -> Response:
     """The monthly report of a building as PDF."""
-    with ctx.ro() as conn:
-        site = _site(conn, me.org_id, site_id)
-        data = reports.report_site(
-            conn, me.org_id, site, _month(month, ctx.now_ms), ctx.now_ms, lang
-        )
+    data = _site_report(ctx, me.org_id, site_id, month, lang)
     return Response(reports.render_pdf(data), media_type="application/pdf")
 
 
