@@ -153,6 +153,12 @@ class App:
                         "exceptions": st.exceptions,
                     }
                 )
+        dropped = buf["dropped_readings"] + self.timesync.dropped
+        buses = {}
+        for p in self.pollers:
+            st = p.status()
+            dropped += st["dropped_readings"]
+            buses[p.bus_id] = st
         gc.collect()
         return {
             "gateway": self.gateway,
@@ -164,10 +170,11 @@ class App:
             "free_heap_bytes": b.free_heap(),
             "buffer_depth": buf["depth"],
             "oldest_unsent_ts_ms": buf["oldest_unsent_ts_ms"],
-            "dropped_readings": buf["dropped_readings"] + self.timesync.dropped,
+            "dropped_readings": dropped,
             "rssi_dbm": b.rssi_dbm(),
             "reset_cause": b.reset_cause(),
             "meters": meters,
+            "buses": buses,
             "uplink": self.uplink.counters(),
             "config": self.config.summary(),
         }

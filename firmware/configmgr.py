@@ -10,6 +10,10 @@ POSIX both make atomic):
                   desired message delivered again after a reconnect is not retried
   desired.pending {"payload", "tries"}: a desired envelope the heap had no room to check,
                   checked first thing after the restart it asked for
+  desired.restarted {"sha256"}: the envelope that restart was for (a hash of its exact
+                  bytes): delivered again (the fleet's desired message is retained: every
+                  reconnect delivers it) it is checked without another restart, so no
+                  document costs more than one; a different document that is checked clears it
 Same rules as edge/remote_config.py: a new document is on trial until it ran healthy for the
 longer rollback window; on trial, no fleet contact for rollback.contact_timeout_s, every poll
 failing for rollback.all_polls_failing_s, or three restarts under it bring back the last good."""
@@ -51,6 +55,18 @@ def unload():
 
 _MAX_QUEUE = 2
 _PENDING = "desired.pending"  # {"payload", "tries"}: a document to check after a restart
+_RESTARTED = "desired.restarted"  # {"sha256"}: the document that restart was for
+_NO_MEMORY = "the gateway ran out of memory checking it; send it again to retry"
+
+
+def identity(payload):
+    """A desired envelope's identity: the SHA-256 (hex) of its exact bytes. A retained message
+    delivered again has the same; a document sent again has a new version, so a new
+    signature and other bytes. Cheap in heap: no parsing, no copy of the payload."""
+    import binascii
+    import hashlib
+
+    return binascii.hexlify(hashlib.sha256(payload).digest()).decode()
 
 
 class ApplyError(Exception):
@@ -120,6 +136,7 @@ class ConfigManager:
         self.time_scale = time_scale
         self.restart = restart  # restart() asks for a restart (a fresh heap); None: none
         self._memory_tries = 0  # of the document at the head of the queue
+        self._restarted = None  # identity() of the document that had its restart for memory
         self.running = None
         self.last_good = None
         self.trial = False
@@ -175,6 +192,8 @@ class ConfigManager:
             # saved when the heap was too fragmented to check it: first thing, fresh heap
             self._queue.append(pending["payload"].encode())
             self._memory_tries = pending.get("tries", 1)
+        mark = read_json(self._file(_RESTARTED))
+        self._restarted = mark.get("sha256") if isinstance(mark, dict) else None
         good = read_json(self._file("last_good.json"))
         self.last_good = good.get("doc") if isinstance(good, dict) else None
         run = read_json(self._file("running.json"))
@@ -277,6 +296,8 @@ class ConfigManager:
             if not short:
                 self._memory_tries = 0
                 self._forget_pending()
+                if self._restarted is not None:
+                    self._checked(payload)
             payload = None
         reason = self.check()
         if reason is not None:
@@ -284,10 +305,12 @@ class ConfigManager:
 
     async def _out_of_memory(self, payload, e):
         """A document the heap had no room to check: collect and retry it once; then save
-        it and restart (a fresh heap checks it first thing); after that, give up on it (a
-        later delivery of the document tries again), so no endless identical retry. The
-        contract 4 state stays consistent at every step: running.json is replaced atomically
-        and a document put on trial before the error stays on trial after the restart."""
+        it and restart (a fresh heap checks it first thing); after that, give up on it.
+        A document gets one such restart: delivered again (the retained message, on every
+        reconnect) it is checked here and given up on again if the heap is still short, so
+        no endless restarts. The contract 4 state stays consistent at every step:
+        running.json is replaced atomically and a document put on trial before the error
+        stays on trial after the restart."""
         payload_text = None
         gc.collect()
         self._memory_tries += 1
@@ -298,28 +321,48 @@ class ConfigManager:
             return
         if tries == 2 and self.restart is not None:
             try:
-                payload_text = bytes(payload).decode()
-                write_json(self._file(_PENDING), {"payload": payload_text, "tries": tries})
-            except (OSError, ValueError, MemoryError) as e2:
-                print("config: could not save it for a restart: %r" % e2)
+                ident = identity(payload)
+            except MemoryError:
+                ident = None  # unknown: it may be the one that had its restart
+            if ident is None or ident == self._restarted:
+                print("config: it had its restart for lack of memory already: not another")
             else:
-                payload_text = None
-                print("config: restarting to check it with a fresh heap")
-                self._queue = []
-                self.restart()
-                return
+                try:
+                    payload_text = bytes(payload).decode()
+                    # The mark first: a power cut between the two costs the document its
+                    # restart, never a second one.
+                    write_json(self._file(_RESTARTED), {"sha256": ident})
+                    self._restarted = ident
+                    write_json(self._file(_PENDING), {"payload": payload_text, "tries": tries})
+                except (OSError, ValueError, MemoryError) as e2:
+                    print("config: could not save it for a restart: %r" % e2)
+                else:
+                    payload_text = None
+                    print("config: restarting to check it with a fresh heap")
+                    self._queue = []
+                    self.restart()
+                    return
         self._memory_tries = 0
         self._forget_pending()
         print("config: gave up on this desired configuration: too little free memory")
         try:
-            await self._report(
-                version_of(self.running),
-                0,
-                REJECTED,
-                "the gateway ran out of memory checking it; send it again to retry",
-            )
+            await self._report(version_of(self.running), 0, REJECTED, _NO_MEMORY)
         except (OSError, MemoryError) as e2:
             print("config: report not sent: %r" % e2)
+
+    def _checked(self, payload):
+        """A document was checked (with whatever outcome): if it is not the one that had
+        its restart for lack of memory, that one is history (the fleet sent a new one)."""
+        try:
+            same = identity(payload) == self._restarted
+        except MemoryError:
+            return  # keep the mark: without it that document could cost another restart
+        if not same:
+            self._restarted = None
+            try:
+                os.remove(self._file(_RESTARTED))
+            except OSError:
+                pass
 
     def _forget_pending(self):
         try:

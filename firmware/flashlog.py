@@ -5,7 +5,8 @@ exact bytes are kept until the fleet acknowledges them. No MQTT, no clocks of it
 Files in the log folder:
   sNNNNNNNN   segment: records [magic, kind, length u16, crc32 u32, payload]; a torn write
               leaves a bad tail, and reading stops there, so at most that record is lost.
-              Each boot writes a new segment, never after a possibly torn tail.
+              Each boot writes a new segment, never after a possibly torn tail; so does a
+              write that failed (its readings stay in RAM and go into the new segment).
   bNNNNNNNNNNNN  one assigned batch: header, the encoded batch bytes, crc32. Written to a
               .tmp file and renamed (atomic on littlefs), deleted on the fleet's ack.
   state       boot counter, next seq, read cursor (segment, offset), dropped count, crc32;
@@ -13,6 +14,7 @@ Files in the log folder:
               repaired at open from the batch file's own header.
 """
 
+import gc
 import os
 import struct
 from binascii import crc32
@@ -301,21 +303,70 @@ class Buffer:
 
     def append(self, readings):
         """Add readings [(channel, ts_ms, value)]; written to flash in records of
-        flush_count (the rest waits for the next append or flush())."""
+        flush_count (the rest waits for the next append or flush()).
+
+        Takes all of them or, raising MemoryError or OSError (a full record that could not
+        be written, see flush()), none: the caller may hand the same readings in again.
+        Only a call with more readings than a record holds, whose first records were
+        written, keeps what it could and counts the rest in `dropped` instead of raising.
+        A record that could not be written stays in RAM, full, until a later append or
+        flush() writes it; nothing is ever packed past it."""
         rec = self._rec
+        mark = self._pend_n  # readings of earlier calls: never undone
+        mark_oldest = self._pend_oldest
+        wrote = False
+        i = 0
         for r in readings:
+            if self._pend_n >= self.flush_count:
+                try:
+                    self._flush()
+                except (MemoryError, OSError) as e:
+                    if not wrote:
+                        self._pend_n = mark  # this call's readings were never taken
+                        self._pend_oldest = mark_oldest
+                        raise
+                    self.dropped += len(readings) - i
+                    print("flashlog: readings dropped, the record cannot be written:", e)
+                    return
+                wrote = True
             if self._pend_n == 0:
                 self._pend_oldest = r[1]
             _pack_value(rec, _HDR_LEN + 2 + self._pend_n * _READING_LEN, r[0], r[1], r[2])
             self._pend_n += 1
-            if self._pend_n >= self.flush_count:
-                self.flush()
+            i += 1
+        if self._pend_n >= self.flush_count:
+            self.flush()  # if it fails they are taken all the same: the next one writes them
 
     def flush(self):
-        """Write the readings waiting in RAM as one record (one flash write)."""
-        n = self._pend_n
-        if not n:
+        """Write the readings waiting in RAM as one record (one flash write); on MemoryError
+        collect and try once more. True if no reading waits in RAM afterwards; False if the
+        record could not be written (logged): the readings stay in RAM, counted nowhere
+        else, and the next flush writes them, into a new segment if the failed write may
+        have left part of a record (reading a segment stops at a damaged record)."""
+        try:
+            self._flush()
+        except (MemoryError, OSError) as e:
+            print("flashlog: readings wait in RAM, the record cannot be written:", e)
+            return False
+        return True
+
+    def _flush(self):
+        """flush(), raising MemoryError or OSError when the record cannot be written: for
+        callers that must not read a record into the buffer that still holds them."""
+        if not self._pend_n:
             return
+        try:
+            self._write_record()
+        except MemoryError:
+            gc.collect()
+            self._write_record()
+        try:
+            self._bound()
+        except (MemoryError, OSError) as e:  # the record is written: bounded at the next one
+            print("flashlog: bound not applied:", e)
+
+    def _write_record(self):
+        n = self._pend_n
         rec = self._rec
         length = 2 + n * _READING_LEN
         rec[_HDR_LEN] = n & 0xFF
@@ -323,18 +374,45 @@ class Buffer:
         mv = memoryview(rec)
         struct.pack_into(_HDR, rec, 0, _MAGIC, _KIND_READINGS, length,
                          crc32(mv[_HDR_LEN : _HDR_LEN + length]))  # fmt: skip
-        name = "s%08d" % self.w_seg
-        with open(self._f(name), "ab") as f:
+        seg = self.w_seg
+        path = self._f("s%08d" % seg)
+        known = self._seg_bytes.get(seg, 0)
+        f = open(path, "ab")  # failing here, nothing was written
+        try:
+            # The entry exists before the write: afterwards no step may need the heap.
+            self._seg_bytes[seg] = known
             f.write(mv[: _HDR_LEN + length])
+            f.close()
+        except (MemoryError, OSError):  # part of the record may be on flash
+            try:
+                f.close()
+            except OSError:
+                pass
+            self._after_failed_write(seg, path, known)
+            raise
         self._pend_n = 0
         if self.oldest_ts_ms is None and not self.unsent:  # else older ones are on flash
             self.oldest_ts_ms = self._pend_oldest
         self.unsent += n
-        size = self._seg_bytes.get(self.w_seg, 0) + _HDR_LEN + length
-        self._seg_bytes[self.w_seg] = size
+        size = known + _HDR_LEN + length
+        self._seg_bytes[seg] = size
         if size >= self.segment_bytes:
-            self.w_seg += 1
-        self._bound()
+            self.w_seg = seg + 1
+
+    def _after_failed_write(self, seg, path, known):
+        """A record write failed: if the segment grew, it ends in part of a record, and a
+        later record written after it could not be read: go on in a new segment."""
+        try:
+            size = os.stat(path)[6]
+        except (OSError, MemoryError):
+            size = -1  # unknown: assume the worst
+        if size != known:
+            self.w_seg = seg + 1
+            if size > 0:
+                try:  # counted towards max_bytes, deleted once the cursor passes it
+                    self._seg_bytes[seg] = size
+                except MemoryError:
+                    pass
 
     def _bound(self):
         while self.file_bytes() > self.max_bytes:
@@ -379,8 +457,9 @@ class Buffer:
         nothing is unsent. historical when its oldest reading is older than live_window_ms.
         encode(seq, readings, historical, resolution) -> bytes; default protocols.codec,
         written into the buffer made at start: the Batch's payload is then a memoryview of
-        it, valid until the next call (the uplink publishes it at once)."""
-        self.flush()
+        it, valid until the next call (the uplink publishes it at once). MemoryError or
+        OSError if the readings in RAM cannot be written first (they stay there)."""
+        self._flush()  # records are read into the buffer that holds them
         readings = self._taken
         readings.n = 0
         max_readings = min(max_readings, readings.capacity)
@@ -549,7 +628,10 @@ class Buffer:
         if self.oldest_ts_ms is None and self.unsent:
             # The record buffer holds the readings not yet written: write them before a
             # record is read into it (once per batch: the cache lasts until the next one).
-            self.flush()
+            try:
+                self._flush()
+            except (MemoryError, OSError):  # the oldest on flash stays unknown for now
+                return self._pend_oldest if self._pend_n else None
             seg = self.cur_seg
             while seg <= self.w_seg and self.oldest_ts_ms is None:
                 if seg in self._seg_bytes:

@@ -3,6 +3,7 @@ protocols.planner, reads through firmware.rs485, decodes with protocols.values a
 each meter's readings to the buffer in one append. Never talks MQTT, never touches files."""
 
 import asyncio
+import gc
 
 from firmware.rs485 import NoAnswerError, RtuMaster
 from protocols import modbus, values
@@ -63,9 +64,13 @@ class Poller:
     """Polls one RTU bus forever (run()) or tick by tick (poll_tick(), for tests).
 
     bus: the config's bus dict (type rtu); meters: [firmware.meter.Meter]; buffer: has append(readings) with
-    readings [(channel, ts_ms, value)]; board: firmware.boards Board (uart, utc_ms).
+    readings [(channel, ts_ms, value)], which takes all of them or, raising, none; board:
+    firmware.boards Board (uart, utc_ms).
     A meter that stopped answering is tried ever less often (no retries) up to MAX_BACKOFF_S,
-    so the others keep their schedule; a late cycle skips the ticks it missed (ticks_missed)."""
+    so the others keep their schedule; a late cycle skips the ticks it missed (ticks_missed).
+    A MemoryError never ends polling: the step that failed is retried once after a
+    collection; readings that still find no room are counted (dropped_readings), and a tick
+    that fails elsewhere is given up (memory_errors counts every MemoryError caught)."""
 
     def __init__(self, bus, meters, buffer, board, master=None, max_backoff_s=MAX_BACKOFF_S):
         self.bus_id = bus["id"]
@@ -103,6 +108,8 @@ class Poller:
         self.last_tick_s = None
         self.ticks_missed = 0
         self.cycles = 0
+        self.memory_errors = 0
+        self.dropped_readings = 0  # decoded, but no room to keep them (status: dropped_readings)
         self.polling = False  # a tick is in progress: its readings are not all appended yet
         self.stopping = False  # run() starts no new tick (App.quiesce, before a restart)
 
@@ -118,6 +125,19 @@ class Poller:
                 parts.append(quantities[part.key[1]])
             out.append((r.unit, self._pdu(r.function, r.address, r.count), tuple(parts)))
         return out
+
+    def _out_of_memory(self):
+        self.memory_errors += 1
+        gc.collect()
+
+    def status(self):
+        """The bus's counters for the status message (its entry in "buses", as edge's)."""
+        return {
+            "ticks_missed": self.ticks_missed,
+            "cycles": self.cycles,
+            "memory_errors": self.memory_errors,
+            "dropped_readings": self.dropped_readings,
+        }
 
     def next_tick(self, now_s):
         """The first tick at or after now_s (and after the last one run) with a meter due."""
@@ -135,29 +155,43 @@ class Poller:
         """Poll until cancelled; a failing tick is logged in stats, never ends polling."""
         if self.planner is None:
             return
-        board = self.board
-        scale = getattr(board, "clock_scale", 1)
         while True:
-            now_ms = board.utc_ms()
-            t = self.next_tick(now_ms // 1000 if now_ms % 1000 == 0 else now_ms // 1000 + 1)
-            if self.last_tick_s is not None:
-                for k in range(self.last_tick_s + 1, t):
-                    for i in self.intervals:
-                        if k % i == 0:
-                            self.ticks_missed += 1
-                            break
-            while True:  # re-check: the clock may be stepped by NTP
-                wait_ms = t * 1000 - board.utc_ms()
-                if wait_ms <= 0:
-                    break
-                await asyncio.sleep_ms(min(-(-wait_ms // scale), 1000))
-            if self.stopping:
-                return
-            self.polling = True
+            t = None
             try:
+                t = await self._until_next_tick()
+                if self.stopping:
+                    return
+                self.polling = True
                 await self.poll_tick(t)
+            except MemoryError:
+                # The meters not yet polled lose this tick; a dead task would lose every
+                # tick until the watchdog restarts the gateway, and the next may find room.
+                self.polling = False
+                self._out_of_memory()
+                if t is not None:
+                    self.last_tick_s = t  # not this tick again at once: wait for the next
+                print("poller: bus", self.bus_id, "ran out of memory; on to the next tick")
+                await asyncio.sleep_ms(100)  # never a busy loop that starves the watchdog
             finally:
                 self.polling = False
+
+    async def _until_next_tick(self):
+        """Wait for the next tick with a meter due and return it (UTC s)."""
+        board = self.board
+        scale = getattr(board, "clock_scale", 1)
+        now_ms = board.utc_ms()
+        t = self.next_tick(now_ms // 1000 if now_ms % 1000 == 0 else now_ms // 1000 + 1)
+        if self.last_tick_s is not None:
+            for k in range(self.last_tick_s + 1, t):
+                for i in self.intervals:
+                    if k % i == 0:
+                        self.ticks_missed += 1
+                        break
+        while True:  # re-check: the clock may be stepped by NTP
+            wait_ms = t * 1000 - board.utc_ms()
+            if wait_ms <= 0:
+                return t
+            await asyncio.sleep_ms(min(-(-wait_ms // scale), 1000))
 
     async def poll_tick(self, t_s):
         """Poll every meter due at tick t_s (UTC s); readings get ts_ms = t_s * 1000."""
@@ -196,9 +230,16 @@ class Poller:
         answered = False
         complete = True
         base = meter.channel_base
+        short = False  # ran out of memory: no verdict on the meter's health
         for _unit, pdu, parts in requests:
             try:
                 data = await self.master.read(meter.unit, pdu, self.timeout_ms, retries, st)
+            except MemoryError:
+                self._out_of_memory()  # this request's values are lost; the others may fit
+                complete = False
+                short = True
+                st.last_error = "out of memory reading it"
+                continue
             except ModbusError as exc:
                 complete = False
                 if isinstance(exc, ModbusExceptionResponse):
@@ -210,15 +251,37 @@ class Poller:
             answered = True
             for i in range(0, len(parts), 2):
                 q = parts[i + 1]
-                v = values.decode(
-                    data, parts[i], q.type, q.word_order, q.byte_order, q.scale, q.offset, q.na
-                )
-                if v is None:
-                    st.missing_values += 1
-                else:
-                    readings.append((base | q.code, ts_ms, v))
+                for attempt in (0, 1):
+                    try:
+                        v = values.decode(
+                            data, parts[i], q.type, q.word_order, q.byte_order, q.scale,
+                            q.offset, q.na,
+                        )  # fmt: skip
+                        if v is None:
+                            st.missing_values += 1
+                        else:
+                            readings.append((base | q.code, ts_ms, v))
+                        break
+                    except MemoryError:  # decoding or keeping it: once more after a collection
+                        self._out_of_memory()
+                        if attempt:
+                            self.dropped_readings += 1
+        data = None
         if readings:
-            self.buffer.append(readings)
+            for attempt in (0, 1):
+                try:
+                    self.buffer.append(readings)  # all taken, or (raising) none
+                    break
+                except MemoryError:
+                    self._out_of_memory()
+                    if attempt:
+                        self.dropped_readings += len(readings)
+                        print("poller: no memory to store", len(readings), "readings")
+                except OSError as e:  # the flash failed: those readings are gone, not polling
+                    self.dropped_readings += len(readings)
+                    print("poller: readings not stored:", e)
+                    break
+            readings = None
         if complete:
             st.polls_ok += 1
             st.last_ok_ts_ms = ts_ms
@@ -228,7 +291,7 @@ class Poller:
         if answered:
             st.consecutive_failures = 0
             st.backoff_until_s = 0
-        else:
+        elif not short:  # out of memory, the gateway failed, not the meter: no backoff
             st.consecutive_failures += 1
             n = st.consecutive_failures
             if n >= 2:

@@ -195,9 +195,9 @@ def start_gateway(s: Scenario, ident: dict[str, Any]) -> GatewayProcess:
 def _fw_heap() -> str:
     # Loaded from .mpy files on the 64-bit unix port, the firmware's code takes ~140 KB of the
     # heap (~60 KB more than from a board's ROMFS; docs/firmware.md, "Memory"). At 192K a
-    # configuration document then often cannot be checked and the gateway restarts over and
-    # over (an open issue of the firmware, #6); this suite is about exactly-once delivery,
-    # so it gives the heap that ROMFS would leave free. FW_HEAP overrides.
+    # configuration document then often cannot be checked (one restart, then it is rejected:
+    # tests/firmware/test_out_of_memory.py); this suite is about exactly-once delivery, so it
+    # gives the heap that ROMFS would leave free. FW_HEAP overrides.
     return os.environ.get("FW_HEAP", "256K")
 
 

@@ -293,9 +293,54 @@ async def test_readings_arrive_and_are_acknowledged(
     assert st["gateway"] == GW and st["fw_version"] and st["config_version"] == 1
     assert st["free_heap_bytes"] > 0 and st["buffer_depth"] >= 0
     assert {m["id"] for m in st["meters"]} == {11, 12}
+    bus = st["buses"]["b1"]  # the poller's counters, as edge reports them
+    assert bus["cycles"] >= 1 and bus["memory_errors"] == 0 and bus["dropped_readings"] == 0
     messages.decode_status(json.dumps(st).encode())  # the fleet's schema accepts it
     births = [s for s in h.rx.states if s["online"]]
     assert births and births[0]["gateway"] == GW
+
+
+async def broker_outage(
+    h: Harness,
+    gw: Gateway,
+    broker: Mosquitto,
+    first_s: float,
+    drain_s: float,
+    after_ms: int,
+    what: str,
+) -> tuple[int, int]:
+    """Start gw; after its first batches stop the broker for 5 s; once it is back, wait up to
+    drain_s for a reading after_ms past the outage. gw is killed at the end. Returns the
+    outage's (start, end), UTC ms."""
+    gw.start()
+    try:
+        await h.until(lambda: len(h.rx.batches) >= 2, first_s, gw, "first batches")
+        broker.stop(kill=True)
+        outage_start = int(time.time() * 1000)
+        await asyncio.sleep(5)
+        outage_end = int(time.time() * 1000)
+        broker.start()
+        await h.until(
+            lambda: any(ts >= outage_end + after_ms for _, ts, _ in h.rx.readings(GW)),
+            drain_s,
+            gw,
+            what,
+        )
+    finally:
+        gw.kill()
+    return outage_start, outage_end
+
+
+def assert_outage_drained_in_order(rx: AckReceiver, outage: tuple[int, int]) -> None:
+    """Contract 1 on what the fleet stored, and every channel has readings of the outage (from
+    the flash backlog) and timestamps that never go back in seq order."""
+    outage_start, outage_end = outage
+    per = _check_stream(rx)
+    for ch, rows in per.items():
+        during = [t for t, _ in rows if outage_start + 1000 <= t <= outage_end - 1000]
+        assert len(during) >= 2, f"channel {ch:#x}: readings of the outage missing"
+        ts = [t for t, _ in rows]
+        assert ts == sorted(ts), f"channel {ch:#x}: out of order"
 
 
 @_sync
@@ -305,30 +350,8 @@ async def test_broker_outage_is_buffered_and_drained_in_order(
     b = sim_bus("sdm630@1", "sdm630@2", baud=19200, parity="N")
     gw = Gateway(tree, tmp_path, settings_for(broker, config_doc(b.bus().path)))
     async with Harness(broker) as h:
-        gw.start()
-        try:
-            await h.until(lambda: len(h.rx.batches) >= 2, 20, gw, "first batches")
-            broker.stop(kill=True)
-            outage_start = int(time.time() * 1000)
-            await asyncio.sleep(5)
-            outage_end = int(time.time() * 1000)
-            broker.start()
-            await h.until(
-                lambda: any(ts >= outage_end + 2000 for _, ts, _ in h.rx.readings(GW)),
-                30,
-                gw,
-                "readings after the outage",
-            )
-        finally:
-            gw.kill()
-    per = _check_stream(h.rx)
-    for ch, rows in per.items():
-        during = [t for t, _ in rows if outage_start + 1000 <= t <= outage_end - 1000]
-        assert len(during) >= 2, f"channel {ch:#x}: readings of the outage missing"
-    # drained in order: per channel, timestamps never go back in seq order
-    for ch, rows in per.items():
-        ts = [t for t, _ in rows]
-        assert ts == sorted(ts), f"channel {ch:#x}: out of order"
+        outage = await broker_outage(h, gw, broker, 20, 30, 2000, "readings after the outage")
+    assert_outage_drained_in_order(h.rx, outage)
 
 
 @_sync
