@@ -37,6 +37,7 @@ _ONLY = {  # files that go only to these boards
     "firmware/boards/rp2.py": ("rp2",),
     "firmware/run_unix.py": ("unix",),
     "firmware/boards/wasm.py": ("unix",),  # the unix tree also runs on the WebAssembly port
+    "firmware/boards/host.py": ("unix",),
     "firmware/run_wasm.py": ("unix",),
     "firmware/hil.py": ("unix",),
     "firmware/main.py": ("esp32", "rp2"),

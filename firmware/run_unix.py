@@ -29,6 +29,8 @@ def main(argv):
     elif not board_settings["flash_image"].startswith("/"):
         board_settings["flash_image"] = argv[1] + "/" + board_settings["flash_image"]
     board = load(board_settings.get("name", "unix"), board_settings)
+    from firmware.boards.host import forget_app
+
     while True:
         from firmware.app import App, Restart
 
@@ -37,18 +39,7 @@ def main(argv):
         except Restart:
             print("run_unix: restarting with the new configuration")
         # What a board's soft reset does: forget the loaded modules and the event loop.
-        for name in list(sys.modules):
-            if name.startswith("protocols") or (
-                name.startswith("firmware.") and not name.startswith("firmware.boards")
-            ):
-                del sys.modules[name]
-        import firmware
-        import protocols
-
-        for pkg in (firmware, protocols):
-            for k in list(pkg.__dict__):
-                if not k.startswith("_") and k != "boards":
-                    delattr(pkg, k)
+        forget_app()
         del App, Restart
         asyncio.new_event_loop()
         gc.collect()

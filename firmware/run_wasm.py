@@ -16,23 +16,8 @@ import sys
 import wasmhost
 
 
-def _forget_app():
-    """What a board's soft reset does: forget the loaded modules (not the board)."""
-    for name in list(sys.modules):
-        if name.startswith("protocols") or (
-            name.startswith("firmware.") and not name.startswith("firmware.boards")
-        ):
-            del sys.modules[name]
-    import firmware
-    import protocols
-
-    for pkg in (firmware, protocols):
-        for k in list(pkg.__dict__):
-            if not k.startswith("_") and k != "boards":
-                delattr(pkg, k)
-
-
 async def _main(settings_path):
+    from firmware.boards.host import forget_app
     from firmware.boards.wasm import Board
 
     with open(settings_path) as f:
@@ -46,7 +31,7 @@ async def _main(settings_path):
         except Restart:
             print("run_wasm: restarting with the new configuration")
         del App, Restart
-        _forget_app()
+        forget_app()
         gc.collect()
         with open(settings_path) as f:
             settings = json.load(f)

@@ -16,23 +16,10 @@ from collections import namedtuple
 
 # A quantity with every field filled: code is the catalogue's wire code, count the registers
 # of the type, na the raw "not available" values (None: the type's defaults in values.py).
+# Field names as one string: one str constant (in flash), not a tuple built in the heap.
 QuantitySpec = namedtuple(
     "QuantitySpec",
-    (
-        "name",
-        "code",
-        "function",
-        "address",
-        "count",
-        "type",
-        "word_order",
-        "byte_order",
-        "scale",
-        "offset",
-        "unit",
-        "resolution",
-        "na",
-    ),
+    "name code function address count type word_order byte_order scale offset unit resolution na",
 )
 
 SUFFIX = ".pq"

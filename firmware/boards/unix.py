@@ -6,9 +6,9 @@ It must stay a thin shim: no Modbus, LoRa or buffer logic here."""
 import gc
 import os
 import termios
-import time
 
 from firmware.boards import bits_per_char, describe
+from firmware.boards.host import HostBoard
 
 # Linux termios constants (asm-generic/termbits.h); the unix port only exports a few.
 _BAUD = {
@@ -81,32 +81,13 @@ class Uart:
             self._f = None
 
 
-class _NoWatchdog:
-    def feed(self):
-        pass
-
-
-class Board:
+class Board(HostBoard):
     """The unix port as a gateway board. settings: flash_image (path), flash_blocks,
     flash_mount ("/flash"); with flash_image absent the data directory is a host folder
     (flash_dir, default "./fw_data"), which torn-write tests can edit from outside.
-
-    clock_scale (benchmarks only, default 1): the gateway's UTC clock runs that many times
-    faster than the host's from the start, and the app shortens its production intervals
-    (poll ticks, batches, status, flushes) by the same factor, so a simulated day passes in
-    24 h / clock_scale. Network timeouts (MQTT keepalive, acks) stay in real time."""
+    clock_scale: see HostBoard."""
 
     name = "unix"
-
-    def __init__(self, settings):
-        self.settings = settings
-        self.time_synced = True  # the host keeps its clock
-        self.clock_scale = int(settings.get("clock_scale", 1))
-        if self.clock_scale < 1:
-            raise ValueError("board.clock_scale must be an integer >= 1")
-        self._start_ms = time.time_ns() // 1000000
-        self._offset_ms = 0
-        self._mounted = None
 
     def uart(self, port, baud=9600, parity="N", stopbits=1, de_pin=None):
         return Uart(port, baud, parity, stopbits)
@@ -138,30 +119,5 @@ class Board:
         self._mounted = mount
         return mount
 
-    def _host_ms(self):
-        now = time.time_ns() // 1000000
-        if self.clock_scale == 1:
-            return now
-        return self._start_ms + (now - self._start_ms) * self.clock_scale
-
-    def utc_ms(self):
-        return self._host_ms() + self._offset_ms
-
-    def set_utc_ms(self, ts_ms):
-        self._offset_ms = ts_ms - self._host_ms()
-        self.time_synced = True
-
-    def watchdog(self, timeout_ms):
-        return _NoWatchdog()
-
-    def reset_cause(self):
-        return "power_on"
-
     def free_heap(self):
         return gc.mem_free()
-
-    async def network_up(self, timeout_s):
-        return True
-
-    def rssi_dbm(self):
-        return None

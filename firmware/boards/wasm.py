@@ -8,12 +8,12 @@ It must stay a thin shim: no Modbus, LoRa or buffer logic here. Host measurement
 
 import asyncio
 import os
-import time
 
 import wasmhost
 from uctypes import addressof
 
 from firmware.boards import bits_per_char, describe
+from firmware.boards.host import HostBoard
 
 
 class SerialOpenError(OSError):
@@ -124,12 +124,7 @@ async def open_connection(host, port, ssl=None):
     return s, s
 
 
-class _NoWatchdog:
-    def feed(self):
-        pass
-
-
-class Board:
+class Board(HostBoard):
     """The WebAssembly port as a gateway board. settings: flash_dir ("/flash", a folder of the
     in-memory filesystem, empty at every start), heap_bytes (the heap size free_heap counts
     down from: this port grows its heap on demand, so only the bytes in use are real), and
@@ -138,15 +133,8 @@ class Board:
     name = "wasm"
 
     def __init__(self, settings):
-        self.settings = settings
-        self.time_synced = True  # the host keeps its clock
-        self.clock_scale = int(settings.get("clock_scale", 1))
-        if self.clock_scale < 1:
-            raise ValueError("board.clock_scale must be an integer >= 1")
+        HostBoard.__init__(self, settings)
         self.heap_bytes = int(settings.get("heap_bytes", 512 * 1024))
-        self._start_ms = time.time_ns() // 1000000
-        self._offset_ms = 0
-        self._mounted = None
         asyncio.open_connection = open_connection
 
     def uart(self, port, baud=9600, parity="N", stopbits=1, de_pin=None):
@@ -162,33 +150,8 @@ class Board:
             self._mounted = path
         return self._mounted
 
-    def _host_ms(self):
-        now = time.time_ns() // 1000000
-        if self.clock_scale == 1:
-            return now
-        return self._start_ms + (now - self._start_ms) * self.clock_scale
-
-    def utc_ms(self):
-        return self._host_ms() + self._offset_ms
-
-    def set_utc_ms(self, ts_ms):
-        self._offset_ms = ts_ms - self._host_ms()
-        self.time_synced = True
-
-    def watchdog(self, timeout_ms):
-        return _NoWatchdog()
-
-    def reset_cause(self):
-        return "power_on"
-
     def free_heap(self):
         # This port grows its heap on demand (gc.mem_free() is the host's memory) and collects
         # only between Python calls from JS, so gc.mem_alloc() here would count garbage: the
         # launcher measures the live heap after each such collection (at most 100 ms ago).
         return self.heap_bytes - wasmhost.live_heap()
-
-    async def network_up(self, timeout_s):
-        return True
-
-    def rssi_dbm(self):
-        return None

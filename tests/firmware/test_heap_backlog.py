@@ -18,15 +18,12 @@ from test_hil import (
     Harness,
     _sync,
     assert_outage_drained_in_order,
-    broker,
     broker_outage,
     config_doc,
     settings_for,
 )
 
 from firmware import romrun
-
-__all__ = ["broker"]  # the fixture, shared with test_hil.py
 
 # The smallest heap the whole app starts in from ROMFS on the 64-bit unix port (~82 KB of
 # it is the app's own objects after import). FW_BACKLOG_HEAP overrides.

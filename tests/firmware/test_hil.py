@@ -22,7 +22,7 @@ import aiomqtt
 import pytest
 from mpy_build import shared_tree, tool
 
-from edge.testing import AckReceiver, Mosquitto, find_mosquitto
+from edge.testing import AckReceiver, Mosquitto
 from protocols import codec, messages
 from protocols.quantities import QUANTITIES as QUANTITY_TABLE
 from protocols.quantities import channel_id
@@ -50,18 +50,6 @@ def _sync(fn):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def tree() -> Path:
     return shared_tree()
-
-
-@pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    if find_mosquitto() is None:
-        pytest.skip(reason="mosquitto is not installed: skipped on a user's machine only, CI fails")
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 def config_doc(port: str, version: int = 1, **changes: Any) -> dict[str, Any]:

@@ -99,18 +99,6 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    if find_mosquitto() is None:
-        pytest.skip(reason="mosquitto is not installed: skipped on a user's machine only, CI fails")
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
 def _start(tree: Path, *args: str, script: str = "mqtt_probe.py") -> subprocess.Popen[str]:
     env = dict(os.environ, MICROPYPATH=f"{tree}:.frozen")
     return subprocess.Popen(

@@ -17,7 +17,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from edge.testing import AckReceiver, Mosquitto, find_mosquitto
+from edge.testing import AckReceiver, Mosquitto
 from firmware import romrun, wasmrun
 from firmware.build import compile_board, ram_report
 from protocols.quantities import QUANTITIES as QUANTITY_TABLE
@@ -38,18 +38,6 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wasm32") / "unix"
     compile_board("unix", out)
     return out
-
-
-@pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    if find_mosquitto() is None:
-        pytest.skip(reason="mosquitto is not installed: skipped on a user's machine only, CI fails")
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 def test_the_app_takes_less_heap_on_32_bit_than_on_the_64_bit_unix_port(tree: Path) -> None:
