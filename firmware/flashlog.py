@@ -40,9 +40,15 @@ _STATE_MAGIC = const(0x4C4F4731)
 _BATCH = "<IQBIIIIQ"  # magic, seq, historical, end: segment, offset, skip; readings, created
 _BATCH_MAGIC = const(0x42415431)
 _BATCH_LEN = struct.calcsize(_BATCH)
-# The codec writes batches into one buffer made at start (grown in place if a batch needs more):
-# on a fragmented heap a new block of a batch's size may not be found (~2 bytes a reading).
-_ENCODE_BYTES = const(2048)
+# The codec writes batches into one buffer made at start, sized by the largest batch (grown in
+# place if a batch needs more): on a fragmented heap a new block of a batch's size may not be
+# found. Four SDM630s' readings take ~4 bytes each; the codec asks for room for a device's
+# header and a timestamp varint per row on top.
+_ENCODE_BASE = const(64)
+_ENCODE_PER_READING = const(8)
+# Readings per batch at most unless the settings say otherwise: two records. Buffers that
+# grow with a batch are sized by it (each byte of them counts in full on a 32-bit board).
+_BATCH_READINGS = const(96)
 
 
 class LogError(Exception):
@@ -75,17 +81,22 @@ def _unpack_value(buf, pos):
 
 
 class _Readings:
-    """The readings of the batch being built, packed (21 bytes each) in blocks of one record's
-    size, made when a batch first needs them and kept: a read-only sequence of (channel, ts_ms,
-    value) for the codec, so taking a batch needs no list that grows with it, nor any block
-    larger than a record (a fragmented heap has many small free blocks and few large ones).
-    A block that cannot be made raises MemoryError before anything is persisted: the uplink
-    then asks for fewer readings."""
+    """The readings of the batch being built, read where they lie in the log: a read-only
+    sequence of (channel, ts_ms, value) for the codec that reads the batch's records again
+    (into the record buffer, CRC-checked) on each pass instead of keeping a copy, so a batch
+    holds no block that grows with it (a fragmented heap has few large free blocks, and a
+    copy at 21 bytes a reading was the largest thing a batch kept). One pass at a time (the
+    codec makes several, one after the other); close() closes the segment file."""
 
-    def __init__(self, capacity):
-        self.capacity = capacity
-        self.blocks = []
+    def __init__(self, log, start):
+        self.log = log
+        self.start = start  # (segment, offset, skip) of the first reading
+        self.end = start  # where the next batch starts, once walk() went over the readings
         self.n = 0
+        self._f = None
+        self._seg = None
+        self._it = None  # __getitem__'s pass, and the index it yields next
+        self._at = 0
 
     def __len__(self):
         return self.n
@@ -95,31 +106,78 @@ class _Readings:
             i += self.n
         if i < 0 or i >= self.n:
             raise IndexError("reading index out of range")
-        return _unpack_value(self.blocks[i // _PER_RECORD], (i % _PER_RECORD) * _READING_LEN)
+        if self._it is None or i != self._at:  # the codec asks in order: one pass serves all
+            self._it = self._readings()
+            self._at = 0
+            while self._at < i:
+                next(self._it)
+                self._at += 1
+        self._at += 1
+        return next(self._it)
 
     def __iter__(self):
-        for i in range(self.n):
-            yield _unpack_value(self.blocks[i // _PER_RECORD], (i % _PER_RECORD) * _READING_LEN)
+        self._it = None  # its record is no longer in the record buffer after this pass
+        return self._readings()
 
-    def ts_ms(self, i):
-        """The timestamp of reading i, without making its tuple."""
-        at = (i % _PER_RECORD) * _READING_LEN + 4
-        return struct.unpack_from("<q", self.blocks[i // _PER_RECORD], at)[0]
+    def _readings(self):
+        rec = self.log._rec
+        left = self.n
+        for first, take in self.walk(self.n):
+            at = _HDR_LEN + 2 + first * _READING_LEN
+            for _ in range(take):
+                yield _unpack_value(rec, at)
+                at += _READING_LEN
+            left -= take
+        if left:  # nothing is persisted yet: the uplink retries the batch later
+            raise OSError("flash log: a record of the batch being encoded cannot be read again")
 
-    def add(self, src, count):
-        """Append count packed readings from the memoryview src."""
-        pos = 0
-        while count > 0:
-            block, at = divmod(self.n, _PER_RECORD)
-            if block == len(self.blocks):
-                self.blocks.append(bytearray(_PER_RECORD * _READING_LEN))
-            k = min(count, _PER_RECORD - at)
-            n = k * _READING_LEN
-            memoryview(self.blocks[block])[at * _READING_LEN : at * _READING_LEN + n] = src[
-                pos : pos + n]  # fmt: skip
-            pos += n
-            count -= k
-            self.n += k
+    def walk(self, limit):
+        """Yields (first, take) for each record with readings of the batch, oldest first,
+        the record in the log's record buffer while the caller has it: take readings from
+        index first; at most limit readings in all. Sets end."""
+        log = self.log
+        seg, off, skip = self.start
+        while True:
+            if seg in log._seg_bytes:
+                f = self._file(seg)
+                while limit > 0:
+                    f.seek(off)  # another pass may have moved the file in between
+                    r = log._read_record(f)
+                    if r is None or r < 0:
+                        break
+                    first = skip
+                    take = min(r - first, limit)
+                    limit -= take
+                    if first + take < r:  # part of a record: the rest goes next time
+                        skip = first + take
+                    else:
+                        off = f.tell()
+                        skip = 0
+                    self.end = (seg, off, skip)
+                    yield first, take
+                if limit <= 0:
+                    return
+            if seg >= log.w_seg:
+                return
+            seg, off, skip = seg + 1, 0, 0
+            self.end = (seg, off, skip)
+
+    def _file(self, seg):
+        if self._seg != seg:
+            self._close_file()
+            self._f = open(self.log._f("s%08d" % seg), "rb")
+            self._seg = seg
+        return self._f
+
+    def _close_file(self):
+        f = self._f
+        self._f = self._seg = None
+        if f is not None:
+            f.close()
+
+    def close(self):
+        self._it = None
+        self._close_file()
 
 
 class Buffer:
@@ -132,16 +190,16 @@ class Buffer:
 
     def __init__(
         self, path, max_bytes=262144, segment_bytes=16384, flush_count=_PER_RECORD,
-        live_window_ms=300000, batch_readings=500,
+        live_window_ms=300000, batch_readings=_BATCH_READINGS,
     ):  # fmt: skip
         self.path = path
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.flush_count = min(flush_count, _PER_RECORD)
         self.live_window_ms = live_window_ms
+        self.batch_readings = max(1, batch_readings)
         self._rec = bytearray(_REC_MAX)
-        self._out = bytearray(_ENCODE_BYTES)
-        self._taken = _Readings(max(1, batch_readings))
+        self._out = bytearray(_ENCODE_BASE + _ENCODE_PER_READING * self.batch_readings)
         self._pend_n = 0
         self._pend_oldest = None
         try:
@@ -460,49 +518,34 @@ class Buffer:
         it, valid until the next call (the uplink publishes it at once). MemoryError or
         OSError if the readings in RAM cannot be written first (they stay there)."""
         self._flush()  # records are read into the buffer that holds them
-        readings = self._taken
-        readings.n = 0
-        max_readings = min(max_readings, readings.capacity)
+        max_readings = min(max_readings, self.batch_readings)
         if max_readings < 1:
             return None
-        src_mv = memoryview(self._rec)
-        seg, off, skip = self.cur_seg, self.cur_off, self.cur_skip
-        full = False
-        while not full:
-            if seg in self._seg_bytes:
-                with open(self._f("s%08d" % seg), "rb") as f:
-                    f.seek(off)
-                    while True:
-                        r = self._read_record(f)
-                        if r is None or r < 0:
-                            break
-                        first = skip
-                        take = min(r - first, max_readings - len(readings))
-                        src = _HDR_LEN + 2 + first * _READING_LEN
-                        readings.add(src_mv[src : src + take * _READING_LEN], take)
-                        if first + take < r:  # part of a record: the rest goes next time
-                            skip = first + take
-                            full = True
-                            break
-                        off = f.tell()
-                        skip = 0
-                        if len(readings) >= max_readings:
-                            full = True
-                            break
-            if full or seg >= self.w_seg:
-                break
-            seg, off, skip = seg + 1, 0, 0
+        readings = _Readings(self, (self.cur_seg, self.cur_off, self.cur_skip))
+        try:
+            return self._take(readings, max_readings, now_ms, resolution, encode)
+        finally:
+            readings.close()
+
+    def _take(self, readings, max_readings, now_ms, resolution, encode):
+        rec = self._rec
+        oldest = None
+        for first, take in readings.walk(max_readings):
+            at = _HDR_LEN + 6 + first * _READING_LEN  # ts_ms, without making the tuple
+            for _ in range(take):
+                ts = struct.unpack_from("<q", rec, at)[0]
+                if oldest is None or ts < oldest:
+                    oldest = ts
+                at += _READING_LEN
+            readings.n += take
         if not readings.n:
             return None
-        oldest = None
-        for i in range(readings.n):  # ts_ms, without making the reading's tuple
-            ts = readings.ts_ms(i)
-            if oldest is None or ts < oldest:
-                oldest = ts
+        seg, off, skip = readings.end
         historical = now_ms - oldest > self.live_window_ms
         seq = self.next_seq
         payload, kept = self._encode(seq, readings, historical, resolution, encode)
         count = len(readings)
+        readings.close()  # before its segment may be deleted
         self.dropped += count - kept
         body = struct.pack(_BATCH, _BATCH_MAGIC, seq, historical, seg, off, skip, kept, now_ms)
         crc = crc32(payload, crc32(body))  # of body + payload, without joining them

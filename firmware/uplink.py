@@ -62,7 +62,8 @@ class Uplink:
     config/desired messages (must return at once).
 
     Live readings leave every batch_interval_s (each batch is one flash file: fewer, larger
-    batches spare the flash); the buffer hands out readings oldest first, so after an outage
+    batches spare the flash), in as many batches of at most max_batch_readings as they fill,
+    one after the other; the buffer hands out readings oldest first, so after an outage
     the backlog drains first, at backlog_readings_per_s, then live data resumes."""
 
     def __init__(
@@ -117,6 +118,7 @@ class Uplink:
         self._tokens = 0
         self._tokens_at = time.ticks_ms()
         self._taken_at = time.ticks_add(time.ticks_ms(), -self.batch_interval_ms)
+        self._behind = False  # the last live batch was full: more live readings wait
         client.on_message = self._on_message
 
     # -- public ---------------------------------------------------------------------
@@ -292,7 +294,10 @@ class Uplink:
                     break
                 if self._tokens < limit:
                     limit = int(self._tokens)
-            elif time.ticks_diff(time.ticks_ms(), self._taken_at) < self.batch_interval_ms:
+            elif (
+                not self._behind
+                and time.ticks_diff(time.ticks_ms(), self._taken_at) < self.batch_interval_ms
+            ):
                 break
             b = self._take(limit, now_ms)
             if b is None:
@@ -304,6 +309,9 @@ class Uplink:
             self._taken_at = time.ticks_ms()
             if b.historical:
                 self._tokens -= b.count
+            # A cap below the readings of one interval must not leave live data behind
+            # (where it would turn historical): a full batch is followed at once.
+            self._behind = not b.historical and b.count >= min(limit, self.batch_cap)
             seq, payload = b.seq, b.payload
             b = None
             await self._publish(seq, payload)

@@ -141,7 +141,7 @@ def check_seq_boot_ack_persist(d):
 
 def check_bound_drops_oldest(d):
     wipe(d)
-    b = Buffer(d, max_bytes=3000, segment_bytes=1000, flush_count=10)
+    b = Buffer(d, max_bytes=3000, segment_bytes=1000, flush_count=10, batch_readings=1000)
     b.append(readings(200))
     st = b.status()
     assert st["file_bytes"] <= 3000, st
