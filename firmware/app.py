@@ -93,7 +93,7 @@ class App:
             return
         sink = self.timesync
         try:
-            from firmware.meter import load_meters
+            from firmware.meter import forget, load_meters
 
             meters = load_meters(doc.get("meters", ()))
             from firmware.poller import Poller
@@ -104,7 +104,8 @@ class App:
                     continue
                 mine = [m for m in meters if m.bus_id == bus["id"]]
                 self.pollers.append(Poller(bus, mine, sink, self.board))
-            meters = None
+            meters = mine = None
+            forget("planner")  # planned: the pollers keep their plans, not the planner
             if doc.get("lora") and doc.get("sensors"):
                 from firmware.lora import LoraReceiver
 
@@ -159,6 +160,7 @@ class App:
             st = p.status()
             dropped += st["dropped_readings"]
             buses[p.bus_id] = st
+        config = self.config.summary()
         gc.collect()
         return {
             "gateway": self.gateway,
@@ -166,7 +168,7 @@ class App:
             "ts_ms": self.timesync.now_ms(),
             "uptime_s": time.ticks_diff(time.ticks_ms(), self.started_ms) // 1000,
             "fw_version": FW_VERSION,
-            "config_version": self.config.summary()["version"],
+            "config_version": config["version"],
             "free_heap_bytes": b.free_heap(),
             "buffer_depth": buf["depth"],
             "oldest_unsent_ts_ms": buf["oldest_unsent_ts_ms"],
@@ -176,7 +178,7 @@ class App:
             "meters": meters,
             "buses": buses,
             "uplink": self.uplink.counters(),
-            "config": self.config.summary(),
+            "config": config,
         }
 
     async def _flush_loop(self, interval_s):
@@ -303,11 +305,13 @@ class App:
             config_version=(doc or {}).get("version", 0),
             on_config=self.config.on_desired,
             window=s.get("window", 4),
-            max_batch_readings=min(ul.get("max_batch_readings", 200), 500),
+            # the flash log sizes its encode buffer for buffer.batch_readings (settings), 96
+            max_batch_readings=min(ul.get("max_batch_readings", 200), self.buffer.batch_readings),
             batch_interval_s=ul.get("batch_interval_s", 10) / board.clock_scale,
             backlog_readings_per_s=ul.get("backlog_readings_per_s", 2000),
             ack_timeout_s=s.get("ack_timeout_s", 30),
         )
+        doc = ul = None  # this frame lives as long as the gateway: the config stays in flash
         if self.config.boot_report:
             await up.report_config(*self.config.boot_report)
             self.config.boot_report = None
@@ -322,7 +326,7 @@ class App:
         gc.collect()
         print(
             "app: gateway %s boot %d config %d, %d bytes heap free"
-            % (self.gateway, self.boot, (doc or {}).get("version", 0), gc.mem_free())
+            % (self.gateway, self.boot, self.config.summary()["version"], gc.mem_free())
         )
         await self._watchdog_loop(tasks, s.get("watchdog_ms", 30000))
 

@@ -95,6 +95,9 @@ def version_of(doc):
     return doc["version"] if doc else 0
 
 
+_ON_FLASH = object()  # a document kept only in its file (running.json, last_good.json)
+
+
 class ConfigManager:
     """The configuration state machine of one gateway.
 
@@ -137,8 +140,12 @@ class ConfigManager:
         self.restart = restart  # restart() asks for a restart (a fresh heap); None: none
         self._memory_tries = 0  # of the document at the head of the queue
         self._restarted = None  # identity() of the document that had its restart for memory
-        self.running = None
-        self.last_good = None
+        # The documents stay in their files once written (read back for the rare rollback,
+        # promotion or new document): only their versions and rollback windows are kept, 1-2
+        # KB less heap on a 32-bit board. running / last_good are the documents (properties).
+        self._running = self._last_good = None
+        self._running_version = self._good_version = 0
+        self._windows_s = (600, 600)  # rollback: contact_timeout_s, all_polls_failing_s
         self.trial = False
         self.trial_since_ms = 0
         self.verdicts = {}
@@ -151,6 +158,42 @@ class ConfigManager:
     def _file(self, name):
         return self.path + "/" + name
 
+    def _doc(self, held, name, version):
+        """A document held in RAM, or read back from the file it was saved to; OSError if
+        that no longer holds its version (a flash fault: better a restart than a document
+        saved over with another)."""
+        if held is not _ON_FLASH:
+            return held
+        if not version:  # every document has a version >= 1
+            return None
+        data = read_json(self._file(name))
+        doc = data.get("doc") if isinstance(data, dict) else None
+        if version_of(doc) != version:
+            raise OSError("config: %s does not hold version %d: check the flash" % (name, version))
+        return doc
+
+    @property
+    def running(self):
+        """The configuration in force (None: none)."""
+        return self._doc(self._running, "running.json", self._running_version)
+
+    @running.setter
+    def running(self, doc):
+        self._running = doc
+        self._running_version = version_of(doc)
+        rb = (doc or {}).get("rollback", {})
+        self._windows_s = (rb.get("contact_timeout_s", 600), rb.get("all_polls_failing_s", 600))
+
+    @property
+    def last_good(self):
+        """The last configuration that ran healthy for the whole rollback window."""
+        return self._doc(self._last_good, "last_good.json", self._good_version)
+
+    @last_good.setter
+    def last_good(self, doc):
+        self._last_good = doc
+        self._good_version = version_of(doc)
+
     def _save_running(self, trial_boots=0, report=None):
         write_json(
             self._file("running.json"),
@@ -161,9 +204,11 @@ class ConfigManager:
                 "report": report,
             },
         )
+        self._running = _ON_FLASH
 
     def _save_last_good(self):
         write_json(self._file("last_good.json"), {"doc": self.last_good})
+        self._last_good = _ON_FLASH
 
     def _verdict(self, version, status, reason):
         self.verdicts[str(version)] = [status, reason]
@@ -196,25 +241,29 @@ class ConfigManager:
         self._restarted = mark.get("sha256") if isinstance(mark, dict) else None
         good = read_json(self._file("last_good.json"))
         self.last_good = good.get("doc") if isinstance(good, dict) else None
+        if self._last_good is not None:
+            self._last_good = _ON_FLASH
+        good = None
         run = read_json(self._file("running.json"))
         self.trial_since_ms = self.now_ms()
+        doc = None
         if isinstance(run, dict) and run.get("doc"):
-            self.running = run["doc"]
+            doc = self.running = run["doc"]
             self.boot_report = run.get("report")
             self.trial = bool(run.get("trial"))
             boots = run.get("trial_boots", 0) + 1 if self.trial else 0
+            run = None
             if self.trial and boots > MAX_TRIAL_BOOTS:
                 self.boot_rollback = "the gateway restarted %d times under version %d" % (
                     boots - 1,
-                    version_of(self.running),
+                    self._running_version,
                 )
             self._save_running(boots)  # a pending report is made once, after this boot
         elif initial is not None:
-            self.running = self.validate(initial)
-            self.last_good = self.running
+            doc = self.running = self.last_good = self.validate(initial)
             self._save_running()
             self._save_last_good()
-        return self.running
+        return doc
 
     def on_desired(self, payload):
         """Uplink callback for config/desired (a copy of the payload); handled in run()."""
@@ -231,10 +280,8 @@ class ConfigManager:
             unload()
 
     def _windows_ms(self):
-        rb = (self.running or {}).get("rollback", {})
-        contact = rb.get("contact_timeout_s", 600) * 1000 * self.time_scale
-        polls = rb.get("all_polls_failing_s", 600) * 1000 * self.time_scale
-        return contact, polls
+        contact_s, polls_s = self._windows_s
+        return contact_s * 1000 * self.time_scale, polls_s * 1000 * self.time_scale
 
     def check(self):
         """One look at a configuration on trial: the reason to roll back, or None. Promotes
@@ -259,13 +306,15 @@ class ConfigManager:
             and (not meters or ok >= since)
         ):
             self.trial = False
-            self.last_good = self.running
+            doc = self.last_good = self.running
             self._save_last_good()
+            self._running = doc  # written again as it is, not read back once more
+            doc = None
             self._save_running()
         return None
 
     async def rollback(self, reason):
-        bad = version_of(self.running)
+        bad = self._running_version
         good = self.last_good
         print("config: version %d: %s; returning to version %d" % (bad, reason, version_of(good)))
         self.boot_rollback = None
@@ -277,6 +326,8 @@ class ConfigManager:
         self._save_running(0, report)
         if await self._apply(good):
             return  # reported after the restart
+        self._running = good  # written again as it is, not read back
+        good = None
         self._save_running()
         await self._report(*report)
 
@@ -346,7 +397,7 @@ class ConfigManager:
         self._forget_pending()
         print("config: gave up on this desired configuration: too little free memory")
         try:
-            await self._report(version_of(self.running), 0, REJECTED, _NO_MEMORY)
+            await self._report(self._running_version, 0, REJECTED, _NO_MEMORY)
         except (OSError, MemoryError) as e2:
             print("config: report not sent: %r" % e2)
 
@@ -372,8 +423,8 @@ class ConfigManager:
 
     def summary(self):
         return {
-            "version": version_of(self.running),
-            "last_good_version": version_of(self.last_good),
+            "version": self._running_version,
+            "last_good_version": self._good_version,
             "trial": self.trial,
             "rollbacks": self.rollbacks,
             "rejections": self.rejections,

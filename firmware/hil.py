@@ -47,6 +47,7 @@ def poll(cfg, sink):
     for bus in cfg["buses"]:
         mine = [m for m in meters if m.bus_id == bus["id"]]
         pollers.append(Poller(bus, mine, sink, board))
+    meters = mine = None  # planned: as in the app, the pollers keep only their plans
 
     async def main():
         tasks = [asyncio.create_task(p.run()) for p in pollers]

@@ -4,16 +4,18 @@ and the loader that builds them all with as little heap as it can.
 Kept apart from the poller so that profiles can be loaded (their validator takes the most heap)
 before the Modbus and board modules are imported. No I/O here."""
 
-from protocols.planner import device_for_profile, items_for_profile
-
 
 class Meter:
     """One configured meter: its config entry (dict, checked by protocols.config) and what
-    the poller needs of its profile: item list and device limits (for planning; the poller
-    drops them once its plans are made) and `quantities`, the profile's name -> QuantitySpec
-    dict, shared by every meter of the model. The Profile itself is not kept."""
+    the poller needs of its profile to plan: item list, device limits and `quantities`, the
+    profile's name -> QuantitySpec dict, shared by every meter of the model. The Profile
+    itself is not kept, and the poller keeps none of it once its plans are made."""
 
     def __init__(self, entry, profile):
+        # imported here, not by the module: the app unloads the planner once the buses are
+        # planned, and a module-level name of it would keep it loaded as long as Meter lives
+        from protocols.planner import device_for_profile, items_for_profile
+
         self.device_id = entry["id"]
         self.name = entry["name"]
         self.bus_id = entry.get("bus")
@@ -23,8 +25,6 @@ class Meter:
         self.items = items_for_profile(profile, self.unit, names)  # PlanError: unknown name
         self.device = device_for_profile(profile)
         self.quantities = profile.quantities
-        # channel = channel_base | the quantity's code, as protocols.quantities.channel_id
-        self.channel_base = self.device_id << 8
 
 
 def load_meters(entries):
@@ -35,7 +35,6 @@ def load_meters(entries):
     import gc
     import sys
 
-    import protocols
     from protocols.profile_pack import load_packed
 
     meters = []
@@ -54,9 +53,19 @@ def load_meters(entries):
         gc.collect()
     if validator:
         sys.modules["protocols.profiles"].release()
-    for name in ("profiles", "profile_pack"):
+    forget("profiles", "profile_pack")
+    return meters
+
+
+def forget(*names):
+    """Unload the named protocols modules: the next import loads them again."""
+    import gc
+    import sys
+
+    import protocols
+
+    for name in names:
         sys.modules.pop("protocols." + name, None)
         if hasattr(protocols, name):
-            delattr(protocols, name)
+            delattr(protocols, name)  # the package keeps a reference to its submodules
     gc.collect()
-    return meters

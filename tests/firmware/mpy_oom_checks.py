@@ -1,6 +1,6 @@
 """Checks of what the firmware does when the heap (or the flash) runs short, run ON MicroPython
-(unix port): the poller keeps polling through MemoryErrors and loses as few readings as it
-can, the flash log keeps the readings in RAM when a record cannot be written, and a desired
+(unix port): the poller shares the plans of meters of one model, keeps polling through
+MemoryErrors and loses as few readings as it can, the flash log keeps the readings in RAM when a record cannot be written, and a desired
 configuration given up for lack of memory causes one restart, not one per delivery. Driven by
 test_out_of_memory.py:
 
@@ -201,6 +201,65 @@ def check_poller_run_survives_a_failing_tick(d):
     assert p.memory_errors == 1, p.memory_errors
     assert len(sink.got) == 10 * p.cycles, (len(sink.got), p.cycles)
     print("ok poller_run_survives_a_failing_tick")
+
+
+def check_poller_plans_of_one_model_are_shared(d):
+    p = poller(Sink())
+    plan = p.planner.plan_for(TICK_S)
+    assert [unit for unit, _ in plan] == [1, 2], plan
+    assert plan[0][1] is plan[1][1], plan  # same model, same quantities: one request list
+    formats = {}  # repr -> ids of the formats (type, orders, scale, offset, na) with it
+    for _pdu, parts in plan[0][1]:
+        for i in range(0, len(parts), 3):
+            formats.setdefault(repr(parts[i + 2]), set()).add(id(parts[i + 2]))
+    assert len(formats) < 5, formats  # five quantities, fewer ways to decode them
+    assert [len(ids) for ids in formats.values()] == [1] * len(formats), formats
+    print("ok poller_plans_of_one_model_are_shared")
+
+
+class _Spec:
+    """A quantity of a made-up profile: one u16 holding register at address 0, code 1."""
+
+    code = count = 1
+    function = 3
+    address = 0
+    type = "u16"
+    word_order = byte_order = "big"
+    offset = 0
+    na = None
+
+    def __init__(self, scale):
+        self.scale = scale
+
+
+class _Profile:
+    model = "made_up"
+    max_registers = 125
+    turnaround_ms = None
+
+    def __init__(self, scale):
+        self.quantities = {"x": _Spec(scale)}
+
+    def readable_blocks(self, function):
+        return []
+
+
+def check_poller_keeps_int_and_float_scales_apart(d):
+    from firmware.meter import Meter
+    from firmware.poller import Poller
+
+    # 2 == 2.0, but a u16 scaled by 2 is an int and by 2.0 a float: not one shared format
+    meters = []
+    for unit, scale in ((1, 2), (2, 2.0)):
+        entry = {"id": unit, "name": "m", "bus": "b1", "unit": unit, "interval_s": 10}
+        meters.append(Meter(entry, _Profile(scale)))
+    sink = Sink()
+    bus = {"type": "rtu", "id": "b1", "port": "-", "timeout_ms": 100, "retries": 0}
+    asyncio.run(Poller(bus, meters, sink, Clock(), master=Master()).poll_tick(TICK_S))
+    got = {channel >> 8: value for channel, _ts, value in sink.got}
+    assert got == {1: 2 * 0x4348, 2: 2 * 0x4348} and type(got[1]) is int, got
+    assert type(got[2]) is float, got
+    print("ok poller_keeps_int_and_float_scales_apart")
 
 
 # -- the flash log -------------------------------------------------------------------------

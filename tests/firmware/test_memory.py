@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from mpy_build import shared_tree, tool
+import pytest
+from mpy_build import run_check, shared_tree, tool
 
 from firmware.build import ram_report
 from protocols.planner import Bus, Device, Item, Planner, due_items, plan
@@ -49,6 +50,14 @@ def test_precomputed_plans_are_the_plans_of_every_tick_in_the_callers_form() -> 
                    max_cached=4)  # fmt: skip
     assert many.precompute() is False and many.reads is not None  # too many due sets
     assert many.plan_for(6) == plan(due_items(many.reads, 6))
+
+
+@pytest.mark.parametrize(
+    "check", ["poller_plans_of_one_model_are_shared", "poller_keeps_int_and_float_scales_apart"]
+)
+def test_poller_shares_the_plans_of_meters_of_one_model(check, tmp_path) -> None:
+    # checked in mpy_oom_checks.py, which has the poller's test doubles; at its heap size
+    run_check(shared_tree(), "mpy_oom_checks", tmp_path / "flash.img", check, 60, heap="128K")
 
 
 def test_unix_board_clock_scale_runs_the_gateway_clock_faster() -> None:
