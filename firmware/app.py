@@ -104,8 +104,10 @@ class App:
                     continue
                 mine = [m for m in meters if m.bus_id == bus["id"]]
                 self.pollers.append(Poller(bus, mine, sink, self.board))
-            meters = mine = None
-            forget("planner")  # planned: the pollers keep their plans, not the planner
+            meters = mine = load_meters = None
+            # planned: the pollers keep their plans, not the planner, nor this loader
+            forget("planner", "firmware.meter")
+            forget = None
             if doc.get("lora") and doc.get("sensors"):
                 from firmware.lora import LoraReceiver
 

@@ -10,6 +10,7 @@ from protocols import modbus, values
 from protocols.modbus import CrcError, ModbusError, ModbusExceptionResponse
 
 MAX_BACKOFF_S = 300  # a silent meter is still tried at least every 5 min
+_MAX_DUE_SETS = 16  # more sets of intervals due together: plan at each tick, keep no plans
 
 
 class MeterStats:
@@ -70,12 +71,13 @@ def _one(same, value, key=None):
 
 
 class _Plans:
-    """The plans of a precomputed protocols.planner.Planner (every due set planned) with
-    its plan_for(): all poll_tick needs, so the planner module can be unloaded."""
+    """Every due set's plan, made at start-up ({(interval_s due at the tick, ...): plan}), with
+    the plan_for() of protocols.planner.Planner: all poll_tick needs, so the planner module
+    can be unloaded."""
 
-    def __init__(self, planner):
-        self.intervals = planner.intervals
-        self._cache = planner._cache  # {(interval_s due at the tick, ...): plan}
+    def __init__(self, intervals, plans):
+        self.intervals = intervals
+        self._cache = plans
 
     def plan_for(self, t_s):
         key = []
@@ -107,36 +109,20 @@ class Poller:
         self.meters = {}  # unit -> MeterStats
         self.stats = {}  # device id -> MeterStats
         self._quantities = {}  # unit -> the profile's quantities, until planned
-        reads = []
-        devices = {}
         for m in meters:
             st = MeterStats(m.device_id, m.name, m.unit, m.interval_s)
             self.meters[m.unit] = self.stats[m.device_id] = st
             self._quantities[m.unit] = m.quantities
-            for it in m.items:
-                reads.append((it, m.interval_s))
-            devices[m.unit] = m.device
         parity = bus.get("parity", "E")
         stopbits = bus.get("stopbits", 1)
         baud = bus.get("baud", 9600)
-        bits = 10 if parity == "N" and stopbits == 1 else 11
         self._pdu = modbus.read_request_pdu  # loads protocols.modbus_client now
         self.planner = None
         self._compacted = False
-        if reads:
-            from protocols.planner import Bus, Planner
-
-            planner = Planner(reads, devices, Bus(baud, bits))
-            reads = devices = None
-            same = {}
-            if planner.precompute(lambda p: self._compact(p, same)):
-                self._compacted = True
-                planner = _Plans(planner)  # protocols.planner can go (App.start_io)
-                self._quantities = None  # planned: what decoding needs is in the plans
-            self.planner = planner
-            planner = same = None
+        if meters:
+            self._plan(meters, baud, 10 if parity == "N" and stopbits == 1 else 11)
         for m in meters:  # the caller's list may outlive planning: keep nothing big alive
-            m.items = m.device = m.quantities = None
+            m.device = m.quantities = m.names = None
         self.intervals = sorted(set(st.interval_s for st in self.meters.values()))
         if master is None:
             master = RtuMaster(board.uart(bus["port"], baud, parity, stopbits, bus.get("de_pin")))
@@ -148,6 +134,56 @@ class Poller:
         self.dropped_readings = 0  # decoded, but no room to keep them (status: dropped_readings)
         self.polling = False  # a tick is in progress: its readings are not all appended yet
         self.stopping = False  # run() starts no new tick (App.quiesce, before a restart)
+
+    def _plan(self, meters, baud, bits):
+        """Plan every due set (self.planner) one meter at a time: a unit's requests do not
+        depend on the other units, so only one meter's Items and Requests are in the heap at
+        once, each compacted before the next is made, and meters alike (quantities, device,
+        names, interval) are planned once. More distinct due sets than _MAX_DUE_SETS: a
+        protocols.planner.Planner of all the meters that plans at each tick instead."""
+        from protocols.planner import Bus, Planner, due_sets
+
+        bus = Bus(baud, bits)
+        same = {}  # for _compact: equal formats, PDUs and request lists are one object
+        alike = {}  # (quantities, device, names, interval) ids -> that meter's requests
+        mine = {}  # unit -> (interval_s, its compacted requests)
+        for m in meters:
+            key = (id(m.quantities), id(m.device), tuple(m.names or ()), m.interval_s)
+            requests = alike.get(key)
+            if requests is None:
+                reads = [(it, m.interval_s) for it in m.items]
+                # all reads are due at tick 0: its plan is the meter's whole plan
+                plan = Planner(reads, {m.unit: m.device}, bus).plan_for(0)
+                reads = None
+                plan = self._compact(plan, same)
+                requests = alike[key] = plan[0][1] if plan else ()
+                plan = None
+            mine[m.unit] = (m.interval_s, requests)
+        alike = same = None
+        intervals = sorted(set(m.interval_s for m in meters))
+        sets = due_sets(intervals)
+        if len(sets) > _MAX_DUE_SETS:
+            mine = None
+            reads = []
+            devices = {}
+            for m in meters:
+                for it in m.items:
+                    reads.append((it, m.interval_s))
+                devices[m.unit] = m.device
+            self.planner = Planner(reads, devices, bus, max_cached=_MAX_DUE_SETS)
+            return
+        units = sorted(mine)
+        plans = {}
+        for _t, key in sets:
+            plan = []
+            for unit in units:
+                interval_s, requests = mine[unit]
+                if requests and interval_s in key:
+                    plan.append((unit, requests))
+            plans[key] = plan
+        self.planner = _Plans(intervals, plans)  # protocols.planner can go (App.start_io)
+        self._compacted = True
+        self._quantities = None  # planned: what decoding needs is in the plans
 
     def _compact(self, requests, same=None):
         """A planner plan as the poller keeps it: [(unit, ((request pdu, (offset, code,

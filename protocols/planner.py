@@ -243,7 +243,9 @@ class Planner:
         self.args = (devices, bus or Bus(), max_gap)
         self.max_cached = max_cached
         self._cache = {}
-        plan(due_items(reads, 0), *self.args)  # reject bad items now, not at some tick
+        # Every read is due at tick 0: planning them rejects bad items now, not at some tick,
+        # and the plan is kept for that due set (schedule() would plan it a second time).
+        self._cache[self._due_key(0)] = plan(due_items(reads, 0), *self.args)
 
     def precompute(self, convert=None):
         # Plan every distinct due set now (schedule()) and drop the reads and devices, so a
@@ -280,22 +282,38 @@ class Planner:
 
     def schedule(self):
         # [(t_s, plan)] for every distinct due set, at the first tick > 0 it occurs.
-        # A set of intervals is first due together at their least common multiple, so the
-        # lcm closure of the intervals holds every first tick (no scan of the hyperperiod).
-        ticks = []
-        for i in self.intervals:
-            for t in ticks + [i]:
-                a, b = t, i
-                while b:
-                    a, b = b, a % b
-                if t * i // a not in ticks:
-                    ticks.append(t * i // a)
-        out = {}
-        for t in sorted(ticks):
-            key = self._due_key(t)
-            if key not in out:
-                out[key] = (t, self.plan_for(t))
-        return sorted(out.values())
+        out = []
+        for t, _key in due_sets(self.intervals):
+            out.append((t, self.plan_for(t)))
+        return out
+
+
+def due_sets(intervals):
+    # [(t_s, due set)] for each distinct due set of reads at `intervals` (whole seconds >= 1),
+    # by first tick > 0; a due set is the tuple, in the order of `intervals`, of the intervals
+    # that divide the tick. A set of intervals is first due together at their least common
+    # multiple, so the lcm closure of the intervals holds every first tick (no scan of the
+    # hyperperiod).
+    ticks = []
+    for i in intervals:
+        for t in ticks + [i]:
+            a, b = t, i
+            while b:
+                a, b = b, a % b
+            if t * i // a not in ticks:
+                ticks.append(t * i // a)
+    out = []
+    seen = set()
+    for t in sorted(ticks):
+        key = []
+        for i in intervals:
+            if t % i == 0:
+                key.append(i)
+        key = tuple(key)
+        if key not in seen:
+            seen.add(key)
+            out.append((t, key))
+    return out
 
 
 def plan_schedule(reads, devices=None, bus=None, max_gap=None):
