@@ -13,7 +13,9 @@ import gc
 import os
 import sys
 
-NOW_MS = 1767225600000  # 2026-01-01T00:00:00Z
+from mpy_log_helpers import NOW_MS, Capture, wipe
+from mpy_log_helpers import readings as log_readings
+
 TICK_S = NOW_MS // 1000 + 60
 
 
@@ -310,32 +312,8 @@ class Faults:
         return TornFile(_open(path, mode))
 
 
-class Capture:
-    """An encoder that keeps what it was given (the codec is tested elsewhere)."""
-
-    def __init__(self):
-        self.got = []
-
-    def __call__(self, seq, rs, historical, resolution):
-        self.got = list(rs)
-        return b"batch %d n=%d" % (seq, len(rs))
-
-
 def readings(n, first=0):
-    out = []
-    for i in range(first, first + n):
-        v = i * 1000 + 7 if i % 2 else i + 0.25
-        out.append((0x0B01 + (i % 3), NOW_MS - 600000 + i * 1000, v))
-    return out
-
-
-def wipe(d):
-    try:
-        names = os.listdir(d)
-    except OSError:
-        return
-    for n in names:
-        os.remove(d + "/" + n)
+    return log_readings(n, first, age_ms=600000)
 
 
 def faulty_log():
