@@ -75,7 +75,7 @@ class LoraReceiver:
         self.cfg = cfg
         self.sink = sink
         self.board = board
-        self.by_address = {}  # address (int) -> [sensor dict] (several with "index")
+        self.by_address = {}  # type: dict  # address (int) -> [sensor dict] (several with "index")
         self.stats = {}
         for s in sensors:
             addr = int(s["address"], 16)

@@ -144,8 +144,8 @@ class Poller:
         from protocols.planner import Bus, Planner, due_sets
 
         bus = Bus(baud, bits)
-        same = {}  # for _compact: equal formats, PDUs and request lists are one object
-        alike = {}  # (quantities, device, names, interval) ids -> that meter's requests
+        same = {}  # type: dict  # for _compact: equal formats, PDUs and request lists are one object
+        alike = {}  # type: dict  # (quantities, device, names, interval) ids -> its requests
         mine = {}  # unit -> (interval_s, its compacted requests)
         for m in meters:
             key = (id(m.quantities), id(m.device), tuple(m.names or ()), m.interval_s)
@@ -196,7 +196,7 @@ class Poller:
             same = {}
         out = []
         unit = None
-        reqs = []
+        reqs = []  # type: list
         for r in requests:
             if r.unit != unit:
                 if reqs:
@@ -204,8 +204,8 @@ class Poller:
                 unit = r.unit
                 reqs = []
             quantities = self._quantities[unit]
-            parts = []
-            key = []
+            parts = []  # type: list
+            key = []  # type: list
             for part in r.items:
                 q = quantities[part.key[1]]
                 fmt = (q.type, q.word_order, q.byte_order, q.scale, q.offset, q.na)

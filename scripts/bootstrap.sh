@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates everything the project needs on a fresh Debian/Ubuntu machine: Debian packages that
 # are missing (venv support, mosquitto, chromium, nodejs), a virtualenv in .venv, the Python
-# packages, and the npm package of MicroPython's WebAssembly port in .cache/mpwasm.
+# packages, the npm package of MicroPython's WebAssembly port in .cache/mpwasm and the
+# MicroPython stubs in .cache/stubs.
 # Safe to run again: it only installs what is missing. Usage: scripts/bootstrap.sh [--quiet]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,3 +59,17 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e '.[dev]'
   touch "$stamp"
 fi
+
+# The MicroPython stubs the firmware is type-checked against (tests/firmware/test_typecheck.py),
+# one folder per board: each package replaces the standard library, so they cannot share one.
+STUBS_VERSION=1.29.0.post1
+for board in esp32 rp2; do
+  dir=.cache/stubs/$board
+  if [ ! -f "$dir/.version-$STUBS_VERSION" ]; then
+    echo "bootstrap: installing micropython-$board-stubs $STUBS_VERSION into $dir"
+    rm -rf "$dir"
+    .venv/bin/python -m pip install --quiet --target "$dir" \
+      "micropython-$board-stubs==$STUBS_VERSION"
+    touch "$dir/.version-$STUBS_VERSION"
+  fi
+done

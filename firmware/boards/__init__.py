@@ -32,15 +32,20 @@ Uart (one RS-485 or module UART; non-blocking, every call returns at once):
 
 def load(name, settings=None):
     """The Board of board module `name` ("unix", "esp32", "rp2")."""
+    settings = settings or {}
     if name == "unix":
-        from firmware.boards import unix as mod
-    elif name == "esp32":
-        from firmware.boards import esp32 as mod
-    elif name == "rp2":
-        from firmware.boards import rp2 as mod
-    else:
-        raise ValueError("board %r unknown: use unix, esp32 or rp2" % (name,))
-    return mod.Board(settings or {})
+        from firmware.boards import unix
+
+        return unix.Board(settings)
+    if name == "esp32":
+        from firmware.boards import esp32
+
+        return esp32.Board(settings)
+    if name == "rp2":
+        from firmware.boards import rp2
+
+        return rp2.Board(settings)
+    raise ValueError("board %r unknown: use unix, esp32 or rp2" % (name,))
 
 
 def bits_per_char(parity, stopbits):

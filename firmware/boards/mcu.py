@@ -56,7 +56,7 @@ class McuBoard:
     direction control), "wifi": {"ssid", "password"}, "data_dir" ("/data")."""
 
     name = "mcu"
-    UART_PINS = {}  # uart id -> (tx, rx) defaults of the board
+    UART_PINS = {}  # type: dict  # uart id -> (tx, rx) defaults of the board
     clock_scale = 1  # real time (only the unix board simulates faster clocks)
 
     def __init__(self, settings):
