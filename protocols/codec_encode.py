@@ -65,20 +65,36 @@ def encode(seq, readings, historical, resolution, quantised, out):
     return memoryview(buf)[:pos]
 
 
+# Quantity code -> 1 + (e - EXP_MIN) * 3 + MULTIPLIERS.index(m) of its catalogue resolution
+# (0: not looked up yet), made on first use. The catalogue is a text the gateway searches
+# (protocols/quantities.py); a batch asks once per channel, so remember the answers.
+_CATALOGUE_SCALES = None
+
+
 def _scale_of(channel, resolution):
     """(m, e) of a channel."""
     r = None
     if resolution is not None:
         r = resolution.get(channel) if hasattr(resolution, "get") else resolution(channel)
-    if r is None:
-        try:
-            r = quantities.resolution_of(quantities.name_of(channel & 0xFF))
-        except KeyError:
-            raise CodecError(
-                "channel %s: quantity code %d is not in the catalogue; give its resolution"
-                % (channel_name(channel), channel & 0xFF)
-            )
-    return parse_resolution(r)
+    if r is not None:
+        return parse_resolution(r)
+    global _CATALOGUE_SCALES
+    if _CATALOGUE_SCALES is None:
+        _CATALOGUE_SCALES = bytearray(256)
+    code = channel & 0xFF
+    k = _CATALOGUE_SCALES[code]
+    if k:
+        return MULTIPLIERS[(k - 1) % 3], (k - 1) // 3 + EXP_MIN
+    try:
+        r = quantities.resolution_of(quantities.name_of(code))
+    except KeyError:
+        raise CodecError(
+            "channel %s: quantity code %d is not in the catalogue; give its resolution"
+            % (channel_name(channel), code)
+        )
+    m, e = parse_resolution(r)
+    _CATALOGUE_SCALES[code] = 1 + (e - EXP_MIN) * 3 + MULTIPLIERS.index(m)
+    return m, e
 
 
 def _group(buf, pos, dev, count, readings, base_ts, resolution, quantised):

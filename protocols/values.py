@@ -23,13 +23,24 @@ TYPES = ("u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64")
 _F32_MAX = 3.4028234663852886e38
 
 
+_SPECS = {}  # type name -> _make_spec(name), filled on first use
+
+
 def _spec(type_name):
     """(big-endian format, little-endian format, registers, bits, signed, default sentinels).
 
-    Worked out from the name rather than kept in a table: a dict of tuples built at import
-    took about 2 KB of a gateway's heap. Sentinels of signed types are signed values."""
+    Worked out from the name on first use and kept: a table of all eight built at import took
+    about 2 KB of a gateway's heap, and working it out on every decode made garbage for each
+    value polled. Sentinels of signed types are signed values."""
     if type_name not in TYPES:
         raise ValueError("unknown value type %r: use one of %s" % (type_name, ", ".join(TYPES)))
+    spec = _SPECS.get(type_name)
+    if spec is None:
+        spec = _SPECS[type_name] = _make_spec(type_name)
+    return spec
+
+
+def _make_spec(type_name):
     c = "HhIiQqfd"[TYPES.index(type_name)]
     bits = int(type_name[1:])
     kind = type_name[0]

@@ -142,3 +142,17 @@ def test_batch_json_errors():
     for text, words in cases:
         err = raises(CodecError, codec.batch_from_json, text)
         assert words in str(err), str(err)
+
+
+def test_catalogue_scales_are_the_same_when_remembered():
+    # the encoder remembers each code's catalogue resolution after the first batch asks
+    from protocols import codec_encode
+
+    for code in range(256):
+        try:
+            r = q.resolution_of(q.name_of(code))
+        except KeyError:
+            continue
+        want = codec.parse_resolution(r)
+        assert codec_encode._scale_of((3 << 8) | code, None) == want, code  # looked up
+        assert codec_encode._scale_of((9 << 8) | code, None) == want, code  # remembered
