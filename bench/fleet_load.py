@@ -423,7 +423,9 @@ class CounterProcess:
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "bench.fleet_load", "count", "--port", str(port),
-                "--username", username, "--password", password, "--topic", topic,
+                # "--x=value": a generated password may start with "-", which argparse
+                # would take for an option
+                "--username=" + username, "--password=" + password, "--topic", topic,
                 "--expect", str(expect),
             ],
             stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
